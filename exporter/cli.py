@@ -1,0 +1,277 @@
+"""Command line: run (default), ``check``, ``simulate``, ``--demo``; logging, signals, exit codes.
+
+Exit codes: 0 after SIGTERM/SIGINT or success, 1 when a ``check`` poll failed
+or the server cannot listen, 2 for a bad configuration or bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from exporter import __version__
+from exporter.config import (
+    ConfigError,
+    MetricsSettings,
+    PollSettings,
+    Settings,
+    TargetSettings,
+    WebSettings,
+    load_settings,
+    parse_listen_address,
+)
+from exporter.logs import LEVELS, setup_logging
+from exporter.metrics import ExporterMetrics
+from exporter.poller import PollOutcome, TargetPoller
+from exporter.simulator import SimulatorConfig, start_simulator
+from exporter.simulator.cli import add_arguments as add_simulator_arguments
+from exporter.simulator.cli import config_from_args
+from exporter.simulator.cli import serve as serve_simulator
+from exporter.web import create_app, start_server
+
+log = logging.getLogger("exporter")
+
+MAX_STAGGER = 5.0
+DEMO_LISTEN = "127.0.0.1:9877"
+
+
+def _add_common(parser: argparse.ArgumentParser, default: Any) -> None:
+    """Options that both the exporter and ``check`` take (``default`` SUPPRESS in subcommands)."""
+    parser.add_argument(
+        "--config.file",
+        dest="config_file",
+        type=Path,
+        default=default,
+        metavar="PATH",
+        help="TOML configuration (default: $VMS_EXPORTER_CONFIG, else ./config.toml if present)",
+    )
+    parser.add_argument(
+        "--log.level",
+        dest="log_level",
+        choices=list(LEVELS),
+        default=default,
+        help="log level (default: info)",
+    )
+    parser.add_argument(
+        "--log.format",
+        dest="log_format",
+        choices=["logfmt", "json"],
+        default=default,
+        help="log format (default: logfmt)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vms-downloads-exporter",
+        description="Prometheus exporter for the archive downloads of a VMS Client API.",
+    )
+    _add_common(parser, None)
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        metavar="HOST:PORT",
+        help="address to serve /metrics on (default :9877; overrides web.listen_address)",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        type=Path,
+        metavar="PATH",
+        help="TLS and basic auth configuration (exporter-toolkit format)",
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="run the built-in VMS simulator and the exporter polling it; no configuration needed",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="{check,simulate}")
+    check = commands.add_parser(
+        "check",
+        help="validate the configuration and poll every target once",
+        description="Validate the configuration, poll every target once and print what it saw. "
+        "Exit 0 when all targets answered, 1 when one failed, 2 for a bad configuration.",
+    )
+    _add_common(check, argparse.SUPPRESS)
+    simulate = commands.add_parser(
+        "simulate",
+        help="run the built-in VMS simulator alone",
+        description="Run the built-in fake VMS (for trying the exporter, compose stacks, tests).",
+    )
+    add_simulator_arguments(simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level or "info", args.log_format or "logfmt")
+    if args.command == "simulate":
+        return _run_simulator(args)
+    if args.demo:
+        return asyncio.run(_demo(args))
+    overrides: dict[str, dict[str, Any]] = {}
+    if args.command is None:
+        if args.listen_address is not None:
+            overrides.setdefault("web", {})["listen_address"] = args.listen_address
+        if args.web_config_file is not None:
+            overrides.setdefault("web", {})["config_file"] = args.web_config_file
+    try:
+        settings = load_settings(args.config_file, overrides)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"configuration error: {problem}", file=sys.stderr)
+        return 2
+    if args.command == "check":
+        return asyncio.run(_check(settings))
+    return asyncio.run(serve(settings))
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event | None = None,
+    announce: Callable[[list[str]], None] | None = None,
+) -> int:
+    """Run the exporter until ``stop`` is set (or SIGTERM/SIGINT); return the exit code.
+
+    ``announce`` is called with the bound addresses once the server listens.
+    """
+    if stop is None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+    metrics = ExporterMetrics(
+        per_camera=settings.metrics.per_camera, max_staleness=settings.poll.max_staleness
+    )
+    pollers = [
+        TargetPoller(name, target, settings, metrics) for name, target in settings.targets.items()
+    ]
+    host, port = parse_listen_address(settings.web.listen_address)
+    try:
+        runner, addresses = await start_server(create_app(metrics, pollers), host, port)
+    except OSError as exc:
+        log.error(
+            "cannot listen", extra={"address": settings.web.listen_address, "error": exc.strerror}
+        )
+        return 1
+    log.info(
+        "exporter started",
+        extra={"version": __version__, "addresses": addresses, "targets": list(settings.targets)},
+    )
+    if announce is not None:
+        announce(addresses)
+    stagger = min(MAX_STAGGER, settings.poll.interval / len(pollers))
+    tasks = [
+        asyncio.create_task(poller.run(stop, first_delay=i * stagger), name=f"poll-{poller.name}")
+        for i, poller in enumerate(pollers)
+    ]
+    await stop.wait()
+    log.info("stopping")
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await runner.cleanup()
+    for poller in pollers:
+        await poller.close()
+    return 0
+
+
+def _describe(outcome: PollOutcome) -> str:
+    if outcome.result != "success":
+        return f"FAILED ({outcome.result}): {outcome.error}"
+    counts = ", ".join(f"{k}={v}" for k, v in sorted((outcome.status_counts or {}).items()))
+    return (
+        f"ok: {outcome.downloads} downloads in the window ({counts}); "
+        f"{outcome.pages} page(s) in {outcome.duration:.2f}s"
+    )
+
+
+async def _check(settings: Settings) -> int:
+    metrics = ExporterMetrics(process_metrics=False)
+    failed = False
+    for name, target in settings.targets.items():
+        poller = TargetPoller(name, target, settings, metrics)
+        try:
+            outcome = await poller.poll_once()
+            print(f"{name}: {_describe(outcome)}")
+            failed |= outcome.result != "success"
+            if outcome.result == "success":
+                warning = await poller.timezone_warning()
+                if warning:
+                    print(f"{name}: warning: {warning}")
+        finally:
+            await poller.close()
+    return 1 if failed else 0
+
+
+def _run_simulator(args: argparse.Namespace) -> int:
+    try:
+        config, host, port = config_from_args(args)
+    except ValueError as exc:
+        print(f"simulate: {exc}", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        try:
+            await serve_simulator(config, host, port, stop)
+        except OSError as exc:
+            print(f"simulate: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+            return 1
+        return 0
+
+    return asyncio.run(run())
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    """The simulator on a free loopback port and the exporter polling it every few seconds."""
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    sim_config = SimulatorConfig()
+    simulator = await start_simulator(sim_config, "127.0.0.1", 0)
+    listen = args.listen_address or DEMO_LISTEN
+    try:
+        settings = Settings(
+            web=WebSettings(listen_address=listen),
+            poll=PollSettings(interval=5, timeout=4, lookback=86400, max_staleness=60),
+            metrics=MetricsSettings(per_camera=True, max_cameras=50),
+            targets={
+                "demo": TargetSettings(
+                    url=simulator.url,
+                    token=SecretStr(sim_config.token),
+                    timezone=sim_config.server_timezone,
+                    request_timeout=3,
+                )
+            },
+        )
+
+        def announce(addresses: list[str]) -> None:
+            exporter_url = "http://" + addresses[0].replace("0.0.0.0", "127.0.0.1")  # noqa: S104
+            print(
+                f"Demo: simulated VMS at {simulator.url} ({sim_config.downloads} downloads, "
+                f"token {sim_config.token!r})\n"
+                f"      exporter metrics at {exporter_url}/metrics, "
+                f"landing page {exporter_url}/\n"
+                "      press Ctrl-C to stop",
+                flush=True,
+            )
+
+        return await serve(settings, stop, announce)
+    finally:
+        with contextlib.suppress(Exception):
+            await simulator.close()

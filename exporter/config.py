@@ -1,0 +1,429 @@
+"""Configuration: TOML file + ``VMS_EXPORTER_*`` environment, validated up front.
+
+Every problem is reported as one line that names its key (``poll.timeout: …``);
+the CLI prints them and exits 2 before anything listens or polls.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+import uuid
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "VMS_EXPORTER_"
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+DEFAULT_CONFIG_FILE = Path("config.toml")
+SHORTHAND_KEYS = {
+    "URL": "url",
+    "TOKEN": "token",
+    "TOKEN_FILE": "token_file",
+    "LOGIN": "login",
+    "PASSWORD": "password",
+    "PASSWORD_FILE": "password_file",
+    "PATH": "path",
+    "CLIENT": "client",
+    "TIMEZONE": "timezone",
+}
+SHORTHAND_TARGET = "default"
+_SECTIONS = ("WEB", "POLL", "METRICS", "TARGETS")
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_TARGET_NAME = re.compile(r"[a-z0-9_]+")
+_FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("_FILE_DATA", default=None)
+
+
+class ConfigError(Exception):
+    """Invalid configuration; ``problems`` holds one line per problem, each naming its key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``"500ms"``, ``"30s"``, ``"1h30m"``, ``"2w"`` or a plain number."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '30s', not a boolean")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            pos, seconds = 0, 0.0
+            for match in _DURATION_PART.finditer(text):
+                if match.start() != pos:
+                    break
+                seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+                pos = match.end()
+            if pos != len(text) or not text:
+                raise ValueError(
+                    f"invalid duration {value!r}: use e.g. '500ms', '30s', '5m', '1h30m', '7d'"
+                ) from None
+    else:
+        raise ValueError(f"expected a duration such as '30s', got {type(value).__name__}")
+    if seconds <= 0:
+        raise ValueError(f"duration must be positive, got {value!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Short human form used in messages (``90`` → ``"1m30s"``)."""
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    parts = []
+    rest = seconds
+    for unit in ("w", "d", "h", "m"):
+        size = _UNIT_SECONDS[unit]
+        if rest >= size:
+            count = int(rest // size)
+            parts.append(f"{count}{unit}")
+            rest -= count * size
+    if rest or not parts:
+        parts.append(f"{rest:g}s")
+    return "".join(parts)
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WebSettings(_Section):
+    listen_address: str = ":9877"
+    config_file: Path | None = None
+
+    @field_validator("listen_address")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_listen_address(value)
+        return value
+
+
+class PollSettings(_Section):
+    interval: Duration = 60.0
+    lookback: Duration = 86400.0
+    timeout: Duration = 45.0
+    max_staleness: Duration = 600.0
+
+
+class MetricsSettings(_Section):
+    per_camera: bool = False
+    max_cameras: int = Field(default=500, ge=1, le=100_000)
+
+
+class TargetSettings(_Section):
+    """One VMS. Secrets are ``SecretStr`` so that no repr or log shows them."""
+
+    url: str
+    path: str = "/api/v1/users/downloads"
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    login: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    client: Literal["ios-cctv", "android-cctv", "thick-legal", "web"] = "web"
+    device_uuid: uuid.UUID | None = None
+    timezone: str = "UTC"
+    per_page: int = Field(default=100, ge=1, le=10_000)
+    concurrency: int = Field(default=4, ge=1, le=64)
+    request_timeout: Duration = 10.0
+    max_rps: float = Field(default=0.0, ge=0)
+    max_pages: int = Field(default=1000, ge=1)
+    tls_verify: bool = True
+    ca_file: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", value):
+            raise ValueError("expected an http(s) base URL such as https://vms.local")
+        if "@" in value.split("/")[2]:
+            raise ValueError("credentials in the URL are not allowed: use token_file or login")
+        return value.rstrip("/")
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        if not value.startswith("/") or "?" in value or "#" in value:
+            raise ValueError(f"expected an absolute path such as /api/v1/downloads, got {value!r}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> TargetSettings:
+        token_ways = [k for k in ("token", "token_file") if getattr(self, k) is not None]
+        password_ways = [k for k in ("password", "password_file") if getattr(self, k) is not None]
+        if len(token_ways) > 1 or len(password_ways) > 1:
+            both = token_ways if len(token_ways) > 1 else password_ways
+            raise ValueError(f"set only one of {' and '.join(both)}")
+        if self.login is not None:
+            if token_ways:
+                raise ValueError(f"set either login or {token_ways[0]}, not both")
+            if not password_ways:
+                raise ValueError("login needs password or password_file")
+        elif password_ways:
+            raise ValueError(f"{password_ways[0]} needs login")
+        elif not token_ways:
+            raise ValueError("no way to authenticate: set token_file (or token), or login")
+        return self
+
+    @property
+    def uses_login(self) -> bool:
+        return self.login is not None
+
+    def device_id(self, name: str) -> str:
+        """X-UUID: the configured one, else stable across restarts and hosts."""
+        if self.device_uuid is not None:
+            return str(self.device_uuid)
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{name}|{self.url}"))
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The parsed TOML file that :func:`load_settings` is loading (lowest priority)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return (_FILE_DATA.get() or {}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_DATA.get() or {})
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Built by :func:`load_settings`, not directly."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    web: WebSettings = WebSettings()
+    poll: PollSettings = PollSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    targets: dict[str, TargetSettings] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Flags (passed as init data) override the environment, which overrides the file.
+        return (init_settings, env_settings, _FileSource(settings_cls))
+
+    @field_validator("targets")
+    @classmethod
+    def _check_targets(cls, value: dict[str, TargetSettings]) -> dict[str, TargetSettings]:
+        if not value:
+            raise ValueError(
+                "no target configured: add a [targets.NAME] table, or set VMS_EXPORTER_URL"
+            )
+        for name in value:
+            if not _TARGET_NAME.fullmatch(name):
+                raise ValueError(f"target name {name!r} must match [a-z0-9_]+")
+        return value
+
+    @model_validator(mode="after")
+    def _check_durations(self) -> Settings:
+        poll = self.poll
+        problems = []
+        for name, target in self.targets.items():
+            if not target.request_timeout < poll.timeout:
+                problems.append(
+                    f"targets.{name}.request_timeout: must be less than poll.timeout "
+                    f"({format_duration(target.request_timeout)} >= "
+                    f"{format_duration(poll.timeout)})"
+                )
+        if not poll.timeout < poll.interval:
+            problems.append(
+                f"poll.timeout: must be less than poll.interval "
+                f"({format_duration(poll.timeout)} >= {format_duration(poll.interval)})"
+            )
+        if not poll.interval <= poll.lookback:
+            problems.append(
+                f"poll.interval: must not exceed poll.lookback "
+                f"({format_duration(poll.interval)} > {format_duration(poll.lookback)})"
+            )
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+
+def parse_listen_address(value: str) -> tuple[str | None, int]:
+    """``":9877"`` → (None, 9877) meaning all interfaces; ``"[::1]:9877"`` → ("::1", 9877)."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"expected HOST:PORT or :PORT, got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"write an IPv6 address in brackets, e.g. [::1]:9877, got {value!r}")
+    return (host or None), int(port_text)
+
+
+def read_secret_file(path: Path) -> str:
+    """The first line of a secret file, stripped; errors never include the content."""
+    text = path.read_text(encoding="utf-8").strip()
+    if not text:
+        raise ValueError(f"{path} is empty")
+    return text.splitlines()[0].strip()
+
+
+def _locate_file(explicit: Path | None, environ: Mapping[str, str]) -> Path | None:
+    if explicit is not None:
+        return explicit
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV])
+    if DEFAULT_CONFIG_FILE.is_file():
+        return DEFAULT_CONFIG_FILE
+    return None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError([f"--config.file: {path}: no such file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"--config.file: {path}: {exc.strerror}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"--config.file: {path}: not valid TOML: {exc}"]) from None
+
+
+def _environment_problems(environ: Mapping[str, str]) -> list[str]:
+    """Unknown top-level ``VMS_EXPORTER_*`` variables (nested ones pydantic reports itself)."""
+    problems = []
+    for key in sorted(environ):
+        if not key.startswith(ENV_PREFIX):
+            continue
+        rest = key[len(ENV_PREFIX) :]
+        if rest == "CONFIG" or rest in SHORTHAND_KEYS:
+            continue
+        section = rest.split("__", 1)[0]
+        if section not in _SECTIONS or "__" not in rest:
+            problems.append(f"{key}: unknown variable (not a configuration key)")
+    return problems
+
+
+def _shorthand_target(environ: Mapping[str, str]) -> dict[str, str]:
+    return {
+        field: environ[ENV_PREFIX + var]
+        for var, field in SHORTHAND_KEYS.items()
+        if environ.get(ENV_PREFIX + var)
+    }
+
+
+def _format_validation_error(exc: ValidationError) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error["loc"])
+        message = error["msg"]
+        for prefix in ("Value error, ", "Assertion failed, "):
+            message = message.removeprefix(prefix)
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        # Never echo the input: it may be a secret.
+        problems.append(f"{location}: {message}" if location else message)
+    return problems
+
+
+def load_settings(
+    config_file: Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Build the settings from file, ``VMS_EXPORTER_*`` environment and flag overrides.
+
+    ``overrides`` maps section to keys, e.g. ``{"web": {"listen_address": ":9100"}}``.
+    Raises :class:`ConfigError` with one line per problem.
+    """
+    env = os.environ
+    problems = _environment_problems(env)
+    path = _locate_file(config_file, env)
+    data: dict[str, Any] = _read_toml(path) if path is not None else {}
+    shorthand = _shorthand_target(env)
+    if shorthand:
+        if data.get("targets") or any(k.startswith(ENV_PREFIX + "TARGETS__") for k in env):
+            problems.append(
+                "VMS_EXPORTER_URL: the single-target shorthand (VMS_EXPORTER_URL, _TOKEN, …) "
+                "cannot be mixed with [targets.*] from a file or VMS_EXPORTER_TARGETS__*"
+            )
+        else:
+            data["targets"] = {SHORTHAND_TARGET: shorthand}
+    if problems:
+        raise ConfigError(problems)
+    token = _FILE_DATA.set(data)
+    try:
+        settings = Settings.model_validate({k: dict(v) for k, v in (overrides or {}).items()})
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None
+    finally:
+        _FILE_DATA.reset(token)
+    _check_files(settings)
+    return settings
+
+
+def _check_files(settings: Settings) -> None:
+    problems = []
+    if settings.web.config_file is not None:
+        problems.append(
+            "web.config_file: TLS and basic auth are not supported by this version yet; "
+            "put the exporter behind a reverse proxy for now"
+        )
+    for name, target in settings.targets.items():
+        for key in ("token_file", "password_file", "ca_file"):
+            path: Path | None = getattr(target, key)
+            if path is None:
+                continue
+            try:
+                if key == "ca_file":
+                    path.read_bytes()
+                else:
+                    read_secret_file(path)
+            except OSError as exc:
+                problems.append(f"targets.{name}.{key}: cannot read {path}: {exc.strerror}")
+            except (ValueError, UnicodeDecodeError):
+                problems.append(f"targets.{name}.{key}: {path} is empty or not text")
+    if problems:
+        raise ConfigError(problems)

@@ -1,0 +1,188 @@
+"""Pure functions from polled downloads to a window snapshot and to events.
+
+Nothing here does I/O or reads a clock: callers pass every time in.
+The rules are the contract's ("How events are derived"):
+
+- the first successful poll of a target is its baseline and counts nothing;
+- one record per id is remembered and forgotten only when its ``created_at``
+  falls before the window start, never because one poll missed it;
+- an item whose ``updated_at`` is older than the record held is ignored;
+- a poll that did not finish is never passed here, so it changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from exporter.vms.models import (
+    COMPLETED,
+    DOCUMENTED_STATUSES,
+    FILE_EXISTS,
+    IN_PROGRESS,
+    STREAM_TYPES,
+    TERMINAL_STATUSES,
+    Download,
+)
+
+OTHER_CAMERAS = "other"
+NO_CAMERA = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The state of one target's window as of one successful poll."""
+
+    counts: Mapping[tuple[str, str, str], int]
+    """(status, stream_type, file_exists) → number of downloads; every documented combination."""
+    oldest_in_progress_created: float | None
+    newest_created: float | None
+    by_camera: Mapping[tuple[str, str], int] | None
+    """(camera_id, status) → number, or None when per-camera metrics are off."""
+    size: int
+
+
+@dataclass(slots=True)
+class Events:
+    """What happened between the previous successful poll and this one."""
+
+    created: Counter[str] = field(default_factory=Counter)
+    """stream_type → downloads first seen."""
+    finished: Counter[str] = field(default_factory=Counter)
+    """terminal status → downloads seen entering it."""
+    durations: list[tuple[str, float]] = field(default_factory=list)
+    """(terminal status, seconds) for each finish seen live."""
+    file_removed: int = 0
+    aged_out_in_progress: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """What the exporter remembers of one target between polls."""
+
+    records: Mapping[str, Download]
+    poll_started: float
+    """When the poll that produced ``records`` began (for durations of new terminal items)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciled:
+    memory: Memory
+    events: Events
+    current: list[Download]
+    """The downloads of this poll, with stale items replaced by the newer record held."""
+
+
+def _camera_sort_key(camera: str) -> tuple[int, int, str]:
+    return (0, int(camera), "") if camera.isdigit() else (1, 0, camera)
+
+
+def aggregate(
+    downloads: Iterable[Download], *, per_camera: bool = False, max_cameras: int = 500
+) -> Snapshot:
+    """Count downloads by label set; cameras beyond ``max_cameras`` (by id) go to ``other``."""
+    counts: Counter[tuple[str, str, str]] = Counter()
+    cameras: Counter[tuple[str, str]] = Counter()
+    oldest_in_progress = math.inf
+    newest = -math.inf
+    size = 0
+    for item in downloads:
+        size += 1
+        counts[(item.status, item.stream_type, item.file_exists)] += 1
+        if item.created_at > newest:
+            newest = item.created_at
+        if item.status == IN_PROGRESS and item.created_at < oldest_in_progress:
+            oldest_in_progress = item.created_at
+        if per_camera:
+            cameras[(item.camera_id or NO_CAMERA, item.status)] += 1
+    for status in DOCUMENTED_STATUSES:
+        for stream_type in STREAM_TYPES[:2]:
+            for exists in FILE_EXISTS[:2]:
+                counts.setdefault((status, stream_type, exists), 0)
+    return Snapshot(
+        counts=dict(counts),
+        oldest_in_progress_created=None if oldest_in_progress == math.inf else oldest_in_progress,
+        newest_created=None if newest == -math.inf else newest,
+        by_camera=_cap_cameras(cameras, max_cameras) if per_camera else None,
+        size=size,
+    )
+
+
+def _cap_cameras(cameras: Counter[tuple[str, str]], max_cameras: int) -> dict[tuple[str, str], int]:
+    ids = sorted({camera for camera, _ in cameras}, key=_camera_sort_key)
+    kept = set(ids[:max_cameras])
+    result: dict[tuple[str, str], int] = {}
+    for camera in kept:
+        for status in DOCUMENTED_STATUSES:
+            result[(camera, status)] = 0
+    for (camera, status), count in cameras.items():
+        key = (camera if camera in kept else OTHER_CAMERAS, status)
+        result[key] = result.get(key, 0) + count
+    return result
+
+
+def _duration(item: Download, seen_at: float) -> float:
+    end = seen_at if item.updated_at is None else min(item.updated_at, seen_at)
+    return max(0.0, end - item.created_at)
+
+
+def reconcile(
+    memory: Memory | None,
+    downloads: Iterable[Download],
+    *,
+    poll_started: float,
+    window_start: float,
+    seen_at: float,
+) -> Reconciled:
+    """Merge one finished poll into what is remembered and derive its events.
+
+    ``downloads`` must already be limited to the window and free of duplicate ids.
+    ``memory`` is None for the baseline poll.
+    """
+    events = Events()
+    if memory is None:
+        current = list(downloads)
+        records = {item.id: item for item in current}
+        return Reconciled(Memory(records, poll_started), events, current)
+
+    old = memory.records
+    records = {}
+    current = []
+    for item in downloads:
+        held = old.get(item.id)
+        if held is None:
+            events.created[item.stream_type] += 1
+            if item.status in TERMINAL_STATUSES:
+                events.finished[item.status] += 1
+                if item.created_at >= memory.poll_started:
+                    events.durations.append((item.status, _duration(item, seen_at)))
+        elif (
+            item.updated_at is not None
+            and held.updated_at is not None
+            and item.updated_at < held.updated_at
+        ):
+            item = held
+        else:
+            if item.status != held.status and item.status in TERMINAL_STATUSES:
+                events.finished[item.status] += 1
+                events.durations.append((item.status, _duration(item, seen_at)))
+            if (
+                item.status == COMPLETED
+                and held.file_exists == "true"
+                and item.file_exists == "false"
+            ):
+                events.file_removed += 1
+        records[item.id] = item
+        current.append(item)
+
+    for ident, held in old.items():
+        if ident in records:
+            continue
+        if held.created_at < window_start:
+            if held.status == IN_PROGRESS:
+                events.aged_out_in_progress += 1
+            continue
+        records[ident] = held
+    return Reconciled(Memory(records, poll_started), events, current)

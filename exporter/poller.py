@@ -1,0 +1,190 @@
+"""Per target: the poll schedule, the deadline, the window, and hand-off to metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from exporter.config import Settings, TargetSettings
+from exporter.core import Memory, aggregate, reconcile
+from exporter.metrics import ExporterMetrics
+from exporter.vms.client import VmsClient, Window, WindowResult
+from exporter.vms.errors import PollError, PollTimeout
+
+log = logging.getLogger(__name__)
+
+TIMEZONE_TOLERANCE = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class PollOutcome:
+    """What the landing page, ``check`` and ``/-/ready`` show of the last poll."""
+
+    result: str
+    finished_at: float
+    duration: float
+    error: str | None = None
+    downloads: int = 0
+    pages: int = 0
+    status_counts: dict[str, int] | None = None
+
+
+class TargetPoller:
+    """Polls one target on its schedule; polls of one target never overlap."""
+
+    def __init__(
+        self,
+        name: str,
+        target: TargetSettings,
+        settings: Settings,
+        metrics: ExporterMetrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self.target = target
+        self._poll = settings.poll
+        self._per_camera = settings.metrics.per_camera
+        self._max_cameras = settings.metrics.max_cameras
+        self._metrics = metrics
+        self._clock = clock
+        self._memory: Memory | None = None
+        self._last_result: str | None = None
+        self._reported_reasons: set[str] = set()
+        self._newest_created: float | None = None
+        self.last: PollOutcome | None = None
+        self.last_success: PollOutcome | None = None
+        self.client = VmsClient(
+            name, target, on_response=lambda code: metrics.api_response(name, code)
+        )
+        metrics.add_target(name, self._poll.lookback)
+
+    async def poll_once(self) -> PollOutcome:
+        """One whole poll within ``poll.timeout``; never raises a PollError."""
+        started = self._clock()
+        began = time.monotonic()
+        window = Window.at(
+            datetime.fromtimestamp(started, UTC), self._poll.lookback, self.target.timezone
+        )
+        try:
+            async with asyncio.timeout(self._poll.timeout):
+                result = await self.client.fetch_window(window)
+        except TimeoutError:
+            return self._failed(
+                PollTimeout(f"the poll did not finish within poll.timeout={self._poll.timeout:g}s"),
+                began,
+            )
+        except PollError as exc:
+            return self._failed(exc, began)
+        return self._succeeded(result, window, started, began)
+
+    def _succeeded(
+        self, result: WindowResult, window: Window, started: float, began: float
+    ) -> PollOutcome:
+        finished = self._clock()
+        duration = time.monotonic() - began
+        reconciled = reconcile(
+            self._memory,
+            result.downloads,
+            poll_started=started,
+            window_start=window.keep_from,
+            seen_at=finished,
+        )
+        self._memory = reconciled.memory
+        snapshot = aggregate(
+            reconciled.current, per_camera=self._per_camera, max_cameras=self._max_cameras
+        )
+        self._newest_created = snapshot.newest_created
+        self._metrics.poll_succeeded(
+            self.name,
+            snapshot=snapshot,
+            events=reconciled.events,
+            duration=duration,
+            finished_at=finished,
+            reported_total=result.reported_total,
+            invalid=dict(result.invalid),
+        )
+        new_reasons = set(result.invalid) - self._reported_reasons
+        if new_reasons:  # once per reason: the counter tells how often since
+            self._reported_reasons |= new_reasons
+            log.warning(
+                "skipped unusable items (see vms_exporter_items_invalid_total)",
+                extra={"target": self.name, "reasons": dict(result.invalid)},
+            )
+        if self._last_result not in (None, "success"):
+            log.info("poll succeeded again", extra={"target": self.name})
+        self._last_result = "success"
+        status_counts: dict[str, int] = {}
+        for (status, _, _), count in snapshot.counts.items():
+            status_counts[status] = status_counts.get(status, 0) + count
+        log.debug(
+            "poll succeeded",
+            extra={
+                "target": self.name,
+                "downloads": snapshot.size,
+                "pages": result.pages,
+                "duration_seconds": round(duration, 3),
+            },
+        )
+        self.last = self.last_success = PollOutcome(
+            "success", finished, duration, None, snapshot.size, result.pages, status_counts
+        )
+        return self.last
+
+    def _failed(self, error: PollError, began: float) -> PollOutcome:
+        duration = time.monotonic() - began
+        self._metrics.poll_failed(self.name, result=error.result, duration=duration)
+        log.warning(
+            "poll failed",
+            extra={"target": self.name, "result": error.result, "reason": str(error)},
+        )
+        self._last_result = error.result
+        self.last = PollOutcome(error.result, self._clock(), duration, str(error))
+        return self.last
+
+    async def timezone_warning(self) -> str | None:
+        """A warning when the server's from/to filter seems to use another time zone."""
+        newest = self._newest_created
+        if newest is None:
+            return None
+        try:
+            answered = await self.client.newest_created_until(newest)
+        except PollError as exc:
+            return f"could not probe the server's time zone: {exc}"
+        if answered is not None and answered >= newest - TIMEZONE_TOLERANCE:
+            return None
+        gap = "more than a day" if answered is None else f"{(newest - answered) / 3600:.1f} h"
+        return (
+            f"the VMS left out downloads of the last {gap} for a query ending now in "
+            f"{self.target.timezone!r}: its from/to filter seems to use a time zone ahead of "
+            f"that; set targets.{self.name}.timezone to the server's zone"
+        )
+
+    async def run(self, stop: asyncio.Event, first_delay: float = 0.0) -> None:
+        """Poll every ``poll.interval`` (start to start) until ``stop`` is set."""
+        if await _wait(stop, first_delay):
+            return
+        while not stop.is_set():
+            began = time.monotonic()
+            await self.poll_once()
+            if await _wait(stop, self._poll.interval - (time.monotonic() - began)):
+                return
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep up to ``seconds``; True if ``stop`` was set meanwhile."""
+    if seconds <= 0:
+        return stop.is_set()
+    try:
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+    except TimeoutError:
+        return False
+    return True

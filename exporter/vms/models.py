@@ -1,0 +1,125 @@
+"""What the exporter keeps of one download, and the tolerant parsing of API items.
+
+A :class:`Download` is a compact record of a few scalars with label values
+already normalised; the parsed JSON is dropped as soon as a page is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+IN_PROGRESS: Final = "in_progress"
+COMPLETED: Final = "completed"
+FAILED: Final = "failed"
+OTHER: Final = "other"
+STATUSES: Final = (IN_PROGRESS, COMPLETED, FAILED, OTHER)
+DOCUMENTED_STATUSES: Final = (IN_PROGRESS, COMPLETED, FAILED)
+TERMINAL_STATUSES: Final = (COMPLETED, FAILED)
+STREAM_TYPES: Final = ("high", "low", "unknown")
+FILE_EXISTS: Final = ("true", "false", "unknown")
+INVALID_REASONS: Final = ("not_an_object", "no_id", "bad_created_at")
+
+_STATUS_BY_API = {"in progress": IN_PROGRESS, "in_progress": IN_PROGRESS}
+_STATUS_BY_API.update({s: s for s in TERMINAL_STATUSES})
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """One download as remembered between polls."""
+
+    id: str
+    status: str
+    stream_type: str
+    file_exists: str
+    created_at: float
+    updated_at: float | None
+    camera_id: str | None
+
+
+class InvalidItem(Exception):
+    """An item that cannot be used; ``reason`` is the metric label."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def normalize_id(value: object) -> str | None:
+    """``6414``, ``"6414"`` and ``" 6414 "`` are the same id; bools and blanks are none."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return str(int(text))
+        return text or None
+    return None
+
+
+def parse_timestamp(value: object) -> float | None:
+    """Epoch seconds from the API's ISO 8601 (``2019-09-24T13:54:44.000000Z``); naive means UTC."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def status_label(value: object) -> str:
+    if isinstance(value, str):
+        return _STATUS_BY_API.get(value.strip().lower(), OTHER)
+    return OTHER
+
+
+def stream_type_label(stream: object) -> str:
+    if isinstance(stream, dict):
+        kind = stream.get("type")
+        if isinstance(kind, str) and kind.lower() in ("high", "low"):
+            return kind.lower()
+    return "unknown"
+
+
+def file_exists_label(value: object) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return "unknown"
+
+
+def camera_label(stream: object) -> str | None:
+    if isinstance(stream, dict):
+        return normalize_id(stream.get("camera_id"))
+    return None
+
+
+def parse_download(item: Any) -> Download:
+    """A :class:`Download` from one item of ``data``; :class:`InvalidItem` if unusable."""
+    if not isinstance(item, dict):
+        raise InvalidItem("not_an_object")
+    ident = normalize_id(item.get("id"))
+    if ident is None:
+        raise InvalidItem("no_id")
+    created = parse_timestamp(item.get("created_at"))
+    if created is None:
+        raise InvalidItem("bad_created_at")
+    stream = item.get("stream")
+    return Download(
+        id=ident,
+        status=status_label(item.get("status")),
+        stream_type=stream_type_label(stream),
+        file_exists=file_exists_label(item.get("is_file_exists")),
+        created_at=created,
+        updated_at=parse_timestamp(item.get("updated_at")),
+        camera_id=camera_label(stream),
+    )

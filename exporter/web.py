@@ -1,0 +1,103 @@
+"""The HTTP side: /metrics, /-/healthy, /-/ready and a small landing page."""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from exporter import __version__
+from exporter.metrics import ExporterMetrics
+from exporter.poller import TargetPoller
+
+SHUTDOWN_TIMEOUT = 1.0
+
+
+def create_app(metrics: ExporterMetrics, pollers: Sequence[TargetPoller]) -> web.Application:
+    app = web.Application()
+    # prometheus-client's handler: content negotiation (OpenMetrics) and aiohttp's gzip.
+    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
+    app.router.add_get("/-/healthy", _healthy)
+    app.router.add_get("/-/ready", _ready_handler(pollers))
+    app.router.add_get("/", _landing_handler(pollers))
+    return app
+
+
+async def _healthy(request: web.Request) -> web.Response:
+    return web.Response(text="Healthy.\n")
+
+
+def _ready_handler(pollers: Sequence[TargetPoller]) -> Handler:
+    async def ready(request: web.Request) -> web.Response:
+        waiting = [p.name for p in pollers if p.last is None]
+        if waiting:
+            return web.Response(
+                status=503, text=f"Not ready: first poll pending for {', '.join(waiting)}.\n"
+            )
+        return web.Response(text="Ready.\n")
+
+    return ready
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "never"
+    when = datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"{when} ({time.time() - timestamp:.0f}s ago)"
+
+
+def _landing_handler(pollers: Sequence[TargetPoller]) -> Handler:
+    async def landing(request: web.Request) -> web.Response:
+        rows = []
+        for poller in pollers:
+            last = poller.last
+            success = poller.last_success
+            rows.append(
+                "<tr>"
+                f"<td>{html.escape(poller.name)}</td>"
+                f"<td>{html.escape(poller.target.url)}</td>"
+                f"<td>{_when(last.finished_at if last else None)}</td>"
+                f"<td>{html.escape(last.result) if last else 'pending'}</td>"
+                f"<td>{_when(success.finished_at if success else None)}</td>"
+                f"<td>{success.downloads if success else '-'}</td>"
+                f"<td>{html.escape(last.error or '') if last else ''}</td>"
+                "</tr>"
+            )
+        page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>VMS downloads exporter</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}</style></head>
+<body><h1>VMS downloads exporter</h1>
+<p>Version {html.escape(__version__)}. <a href="metrics">Metrics</a> ·
+<a href="-/healthy">healthy</a> · <a href="-/ready">ready</a></p>
+<p>Values come from a background poll of each VMS, not from the scrape.</p>
+<table><tr><th>target</th><th>URL</th><th>last poll</th><th>result</th>
+<th>last success</th><th>downloads in window</th><th>error</th></tr>
+{"".join(rows)}
+</table></body></html>
+"""
+        return web.Response(text=page, content_type="text/html")
+
+    return landing
+
+
+async def start_server(
+    app: web.Application, host: str | None, port: int
+) -> tuple[web.AppRunner, list[str]]:
+    """Listen on ``host:port`` (None: all interfaces, IPv4 and IPv6); return bound addresses."""
+    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    addresses = []
+    for sock in runner.addresses:
+        host_part, port_part = sock[0], sock[1]
+        addresses.append(
+            f"[{host_part}]:{port_part}" if ":" in host_part else f"{host_part}:{port_part}"
+        )
+    return runner, addresses

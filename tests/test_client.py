@@ -1,0 +1,454 @@
+"""The VMS client against aioresponses: headers, window, login, paging, retries, errors."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aioresponses import CallbackResult, aioresponses
+from pydantic import SecretStr
+from yarl import URL
+
+from exporter.config import TargetSettings
+from exporter.vms.client import VmsClient, Window
+from exporter.vms.errors import (
+    ConnectionFailed,
+    HttpError,
+    InvalidResponse,
+    LimitExceeded,
+    PollTimeout,
+    Unauthorized,
+    ValidationFailed,
+)
+from tests.builders import T0, item, page
+
+BASE = "https://vms.local"
+LIST = re.compile(r"^https://vms\.local/api/v1/users/downloads(\?.*)?$")
+TOKEN_URL = f"{BASE}/api/v1/token"
+START = datetime.fromtimestamp(T0, UTC)  # 2026-11-20 12:00 UTC
+
+
+def target(**overrides: Any) -> TargetSettings:
+    values: dict[str, Any] = {"url": BASE, "token": SecretStr("tok-1"), "per_page": 2}
+    values.update(overrides)
+    return TargetSettings(**values)
+
+
+def window(tz: str = "UTC") -> Window:
+    return Window.at(START, 86400, tz)
+
+
+@pytest.fixture
+def mock() -> Iterator[aioresponses]:
+    with aioresponses() as m:
+        yield m
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture
+async def make_client(sleeps: list[float]) -> AsyncIterator[Callable[..., VmsClient]]:
+    """Clients with a recorded, instant sleep; all closed at teardown."""
+    made: list[VmsClient] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    def make(**overrides: Any) -> VmsClient:
+        client = VmsClient("main", target(**overrides), sleep=fake_sleep)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        await client.close()
+
+
+def requests_to(mock: aioresponses, pattern: re.Pattern[str] | str = LIST) -> list[tuple[URL, dict[str, Any]]]:
+    found = []
+    for (method, url), calls in mock.requests.items():
+        if (re.match(pattern, str(url)) if isinstance(pattern, re.Pattern) else str(url) == pattern):
+            found.extend((url, call.kwargs) for call in calls)
+    return found
+
+
+def pages_of(items: list[dict[str, Any]], size: int) -> Callable[..., CallbackResult]:
+    """A callback serving ``items`` in pages of ``size`` whatever per_page was asked for."""
+    chunks = [items[i:i + size] for i in range(0, len(items), size)] or [[]]
+
+    def serve(url: URL, **kwargs: Any) -> CallbackResult:
+        number = int(kwargs["params"]["page"])
+        data = chunks[number - 1] if number <= len(chunks) else []
+        return CallbackResult(payload=page(data, page_no=number, last_page=len(chunks),
+                                           per_page=size, total=len(items)))
+
+    return serve
+
+
+async def test_headers_params_and_window_in_a_non_utc_zone(
+    mock: aioresponses, make_client: Callable[..., VmsClient]
+) -> None:
+    mock.get(LIST, payload=page([item(1, created=T0 - 60)]))
+    client = make_client(timezone="Europe/Moscow", client="thick-legal")
+    result = await client.fetch_window(window("Europe/Moscow"))
+    await client.close()
+    [(url, kwargs)] = requests_to(mock)
+    headers = kwargs["headers"]
+    assert headers["Authorization"] == "Bearer tok-1"
+    assert headers["Accept"] == "application/json"
+    assert headers["X-Client"] == "thick-legal"
+    assert headers["X-UUID"] == target().device_id("main")
+    # 12:00 UTC is 15:00 in Moscow: to = start + 1 h, from = start - 24 h - 1 day
+    assert kwargs["params"] == {"per_page": "2", "page": "1",
+                                "from": "2026-11-18 15:00:00", "to": "2026-11-20 16:00:00"}
+    assert [d.id for d in result.downloads] == ["1"]
+
+
+async def test_items_outside_the_window_are_dropped(
+    mock: aioresponses, make_client: Callable[..., VmsClient]
+) -> None:
+    items = [item(1, created=T0 + 7200), item(2, created=T0 + 1800), item(3, created=T0 - 3600),
+             item(4, created=T0 - 86400 - 60), item(5, created=T0 - 86400 * 2)]
+    mock.get(LIST, payload=page(items, per_page=10))
+    client = make_client(per_page=10)
+    result = await client.fetch_window(window())
+    await client.close()
+    assert sorted(d.id for d in result.downloads) == ["2", "3"]
+    assert result.reported_total == 5
+
+
+async def test_paging_respects_a_server_cap_and_dedupes_across_pages(
+    mock: aioresponses, make_client: Callable[..., VmsClient]
+) -> None:
+    items = [item(i, created=T0 - i) for i in range(1, 8)]
+    items.insert(3, item(3, created=T0 - 3))  # the same id again (shifted onto the next page)
+    items.insert(5, item("5", created=T0 - 5))  # and a string id for an int one
+    mock.get(LIST, callback=pages_of(items, 3), repeat=True)
+    client = make_client(per_page=100)
+    result = await client.fetch_window(window())
+    await client.close()
+    assert sorted(int(d.id) for d in result.downloads) == [1, 2, 3, 4, 5, 6, 7]
+    asked = sorted(int(kw["params"]["page"]) for _, kw in requests_to(mock))
+    assert asked == [1, 2, 3]
+    assert result.pages == 3
+
+
+async def test_links_are_never_followed(
+    mock: aioresponses, make_client: Callable[..., VmsClient]
+) -> None:
+    evil = "https://attacker.example"
+
+    def serve(url: URL, **kwargs: Any) -> CallbackResult:
+        number = int(kwargs["params"]["page"])
+        return CallbackResult(payload=page([item(number, created=T0 - number)], page_no=number,
+                                           last_page=2, host=evil))
+
+    mock.get(LIST, callback=serve, repeat=True)
+    mock.get(re.compile(r"^https://attacker\.example.*"), payload=page([]), repeat=True)
+    client = make_client()
+    result = await client.fetch_window(window())
+    await client.close()
+    assert sorted(d.id for d in result.downloads) == ["1", "2"]
+    assert requests_to(mock, re.compile(r"^https://attacker")) == []
+    for _, kwargs in requests_to(mock):
+        assert set(kwargs["params"]) == {"per_page", "page", "from", "to"}
+
+
+async def test_pages_added_while_paging_are_fetched(
+    mock: aioresponses, make_client: Callable[..., VmsClient]
+) -> None:
+    def serve(url: URL, **kwargs: Any) -> CallbackResult:
+        number = int(kwargs["params"]["page"])
+        last = 2 if number == 1 else 3  # new items arrived after page 1 was read
+        return CallbackResult(payload=page([item(number * 10, created=T0 - number)],
+                                           page_no=number, last_page=last))
+
+    mock.get(LIST, callback=serve, repeat=True)
+    client = make_client()
+    result = await client.fetch_window(window())
+    await client.close()
+    assert sorted(d.id for d in result.downloads) == ["10", "20", "30"]
+
+
+async def test_too_many_pages_is_limit_exceeded(
+    mock: aioresponses, make_client: Callable[..., VmsClient]
+) -> None:
+    mock.get(LIST, payload=page([item(1)], last_page=50))
+    client = make_client(max_pages=10)
+    with pytest.raises(LimitExceeded, match="50 pages"):
+        await client.fetch_window(window())
+    await client.close()
+    assert len(requests_to(mock)) == 1
+
+
+async def test_invalid_items_are_counted_and_the_rest_kept(
+    mock: aioresponses, make_client: Callable[..., VmsClient]
+) -> None:
+    broken_date = item(3)
+    broken_date["created_at"] = "yesterday"
+    no_created = item(4)
+    del no_created["created_at"]
+    odd = item(5, status=None, stream_type=None, exists=None, camera=None)
+    odd["stream"] = None
+    items = [item(1, status="queued"), {"name": "no id"}, broken_date, no_created, "junk", odd,
+             item(None), item(True)]
+    mock.get(LIST, payload=page(items, per_page=10))
+    client = make_client(per_page=10)
+    result = await client.fetch_window(window())
+    await client.close()
+    assert dict(result.invalid) == {"no_id": 3, "bad_created_at": 2, "not_an_object": 1}
+    by_id = {d.id: d for d in result.downloads}
+    assert set(by_id) == {"1", "5"}
+    assert by_id["1"].status == "other"
+    assert (by_id["5"].status, by_id["5"].stream_type, by_id["5"].file_exists) == (
+        "other", "unknown", "unknown")
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [("<html>oops</html>", "not valid JSON"), ('{"data": [', "not valid JSON"),
+     ("[]", "not an object"), ('{"meta": {"last_page": 1, "total": 0}}', "no 'data' list"),
+     ('{"data": []}', "no 'meta' object"),
+     ('{"data": [], "meta": {"last_page": "x", "total": 0}}', "last_page")],
+)
+async def test_garbage_bodies_are_invalid_response(
+    mock: aioresponses, make_client: Callable[..., VmsClient], body: str, reason: str
+) -> None:
+    mock.get(LIST, body=body)
+    client = make_client()
+    with pytest.raises(InvalidResponse, match=reason):
+        await client.fetch_window(window())
+    await client.close()
+
+
+async def test_5xx_and_connection_errors_are_retried_with_backoff(
+    mock: aioresponses, make_client: Callable[..., VmsClient], sleeps: list[float]
+) -> None:
+    mock.get(LIST, status=503)
+    mock.get(LIST, exception=ConnectionResetError("reset"))
+    mock.get(LIST, payload=page([item(1)]))
+    client = make_client()
+    result = await client.fetch_window(window())
+    await client.close()
+    assert [d.id for d in result.downloads] == ["1"]
+    assert len(sleeps) == 2 and all(0 <= s <= 2 for s in sleeps)
+
+
+async def test_5xx_after_the_retries_is_http_error(
+    mock: aioresponses, make_client: Callable[..., VmsClient]
+) -> None:
+    mock.get(LIST, status=502, repeat=True)
+    client = make_client()
+    with pytest.raises(HttpError, match="HTTP 502"):
+        await client.fetch_window(window())
+    await client.close()
+    assert len(requests_to(mock)) == 3
+
+
+async def test_connection_refused_after_the_retries(
+    mock: aioresponses, make_client: Callable[..., VmsClient]
+) -> None:
+    client = make_client()  # nothing mocked: aioresponses refuses the connection
+    with pytest.raises(ConnectionFailed, match="cannot reach the VMS"):
+        await client.fetch_window(window())
+    await client.close()
+
+
+async def test_429_honours_retry_after(
+    mock: aioresponses, make_client: Callable[..., VmsClient], sleeps: list[float]
+) -> None:
+    mock.get(LIST, status=429, headers={"Retry-After": "7"})
+    mock.get(LIST, payload=page([item(1)]))
+    client = make_client()
+    await client.fetch_window(window())
+    await client.close()
+    assert sleeps == [7.0]
+
+
+async def test_429_persisting_is_limit_exceeded(
+    mock: aioresponses, make_client: Callable[..., VmsClient]
+) -> None:
+    mock.get(LIST, status=429, headers={"Retry-After": "1"}, repeat=True)
+    client = make_client()
+    with pytest.raises(LimitExceeded, match="429"):
+        await client.fetch_window(window())
+    await client.close()
+    mock.clear()
+    mock.get(LIST, status=429, headers={"Retry-After": "3600"})
+    client = make_client()
+    with pytest.raises(LimitExceeded, match="3600"):
+        await client.fetch_window(window())
+    await client.close()
+
+
+async def test_timeouts_are_retried_then_reported(
+    mock: aioresponses, make_client: Callable[..., VmsClient]
+) -> None:
+    mock.get(LIST, timeout=True, repeat=True)
+    client = make_client()
+    with pytest.raises(PollTimeout, match="request_timeout"):
+        await client.fetch_window(window())
+    await client.close()
+    assert len(requests_to(mock)) == 3
+
+
+async def test_422_is_not_retried_and_reports_field_reasons(
+    mock: aioresponses, make_client: Callable[..., VmsClient]
+) -> None:
+    mock.get(LIST, status=422, payload={"message": "Тут не будет информативного сообщения",
+                                        "errors": {"from": ["The from is not a valid date."]}})
+    client = make_client()
+    with pytest.raises(ValidationFailed, match="from: The from is not a valid date"):
+        await client.fetch_window(window())
+    await client.close()
+    assert len(requests_to(mock)) == 1
+
+
+async def test_401_with_inline_token_is_unauthorized_without_retry(
+    mock: aioresponses, make_client: Callable[..., VmsClient]
+) -> None:
+    mock.get(LIST, status=401, payload={"message": "Unauthenticated."}, repeat=True)
+    client = make_client()
+    with pytest.raises(Unauthorized):
+        await client.fetch_window(window())
+    await client.close()
+    assert len(requests_to(mock)) == 1
+
+
+async def test_401_rereads_a_rotated_token_file_and_retries_once(
+    mock: aioresponses, make_client: Callable[..., VmsClient], tmp_path: Path
+) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("old-token\n")
+    client = make_client(token=None, token_file=secret)
+    secret.write_text("new-token\n")  # rotated after start
+
+    def serve(url: URL, **kwargs: Any) -> CallbackResult:
+        if kwargs["headers"]["Authorization"] != "Bearer new-token":
+            return CallbackResult(status=401, payload={"message": "Unauthenticated."})
+        return CallbackResult(payload=page([item(1)]))
+
+    mock.get(LIST, callback=serve, repeat=True)
+    result = await client.fetch_window(window())
+    await client.close()
+    assert [d.id for d in result.downloads] == ["1"]
+    assert [kw["headers"]["Authorization"] for _, kw in requests_to(mock)] == [
+        "Bearer old-token", "Bearer new-token"]
+
+
+def login_target() -> dict[str, Any]:
+    return {"token": None, "login": "svc@example.com", "password": SecretStr("pw")}
+
+
+async def test_login_once_across_many_polls(
+    mock: aioresponses, make_client: Callable[..., VmsClient]
+) -> None:
+    mock.post(TOKEN_URL, payload={"user": {"id": 1}, "access_token": "Bearer abc"})
+    mock.get(LIST, payload=page([item(1)]), repeat=True)
+    client = make_client(**login_target())
+    for _ in range(5):
+        await client.fetch_window(window())
+    await client.close()
+    logins = requests_to(mock, TOKEN_URL)
+    assert len(logins) == 1
+    assert logins[0][1]["json"] == {"login": "svc@example.com", "password": "pw",
+                                    "session_id": None}
+    assert {kw["headers"]["Authorization"] for _, kw in requests_to(mock)} == {"Bearer abc"}
+
+
+async def test_token_without_bearer_prefix(
+    mock: aioresponses, make_client: Callable[..., VmsClient]
+) -> None:
+    mock.post(TOKEN_URL, payload={"access_token": "plain"})
+    mock.get(LIST, payload=page([]))
+    client = make_client(**login_target())
+    await client.fetch_window(window())
+    await client.close()
+    assert requests_to(mock)[0][1]["headers"]["Authorization"] == "Bearer plain"
+
+
+async def test_relogin_after_the_token_expires(
+    mock: aioresponses, make_client: Callable[..., VmsClient]
+) -> None:
+    mock.post(TOKEN_URL, payload={"access_token": "Bearer first"})
+    mock.post(TOKEN_URL, payload={"access_token": "Bearer second"})
+    expired: set[str] = set()
+
+    def serve(url: URL, **kwargs: Any) -> CallbackResult:
+        if kwargs["headers"]["Authorization"] in expired:
+            return CallbackResult(status=401, payload={"message": "Unauthenticated."})
+        return CallbackResult(payload=page([item(1)]))
+
+    mock.get(LIST, callback=serve, repeat=True)
+    client = make_client(**login_target())
+    await client.fetch_window(window())
+    expired.add("Bearer first")  # the VMS ends the session
+    await client.fetch_window(window())  # 401, one login, the same request again
+    await client.fetch_window(window())
+    await client.close()
+    assert len(requests_to(mock, TOKEN_URL)) == 2
+    assert [kw["headers"]["Authorization"] for _, kw in requests_to(mock)] == [
+        "Bearer first", "Bearer first", "Bearer second", "Bearer second"]
+
+
+async def test_token_rejected_after_relogin_fails_the_poll_without_more_logins(
+    mock: aioresponses, make_client: Callable[..., VmsClient]
+) -> None:
+    mock.post(TOKEN_URL, payload={"access_token": "Bearer x"}, repeat=True)
+    mock.get(LIST, status=401, payload={"message": "Unauthenticated."}, repeat=True)
+    client = make_client(**login_target())
+    with pytest.raises(Unauthorized):
+        await client.fetch_window(window())
+    assert len(requests_to(mock, TOKEN_URL)) == 1  # first login; no second in the same poll
+    with pytest.raises(Unauthorized):
+        await client.fetch_window(window())
+    assert len(requests_to(mock, TOKEN_URL)) == 2  # one re-login in the next poll
+    await client.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "payload", "said"),
+    [
+        (422, {"message": "x", "errors": {"password": ["Неверный пароль"]}}, "wrong login or password"),
+        (422, {"message": "x", "errors": {"captcha": ["required"]}}, "captcha required"),
+        (419, {"message": "Too many sessions"}, "too many sessions"),
+        (429, {"message": "Too many sessions"}, "too many sessions"),
+    ],
+)
+async def test_refused_logins_are_unauthorized_and_say_which(
+    mock: aioresponses, make_client: Callable[..., VmsClient],
+    status: int, payload: dict[str, Any], said: str,
+) -> None:
+    mock.post(TOKEN_URL, status=status, payload=payload, repeat=True)
+    client = make_client(**login_target())
+    with pytest.raises(Unauthorized, match=said) as info:
+        await client.fetch_window(window())
+    await client.close()
+    assert "pw" not in str(info.value)
+    assert requests_to(mock) == []
+
+
+async def test_rate_cap_spaces_requests(
+    mock: aioresponses, make_client: Callable[..., VmsClient], sleeps: list[float]
+) -> None:
+    mock.get(LIST, callback=pages_of([item(i, created=T0 - i) for i in range(1, 7)], 1),
+             repeat=True)
+    client = make_client(max_rps=2, concurrency=4)
+    result = await client.fetch_window(window())
+    await client.close()
+    assert len(result.downloads) == 6
+    # six requests at most two per second: the limiter had to wait at least twice
+    assert sum(1 for s in sleeps if s > 0.3) >= 2
+
+
+def test_client_repr_has_no_secret() -> None:
+    client = VmsClient("main", target(token=SecretStr("very-secret")))
+    assert "very-secret" not in repr(client)
+    assert "very-secret" not in repr(vars(client))

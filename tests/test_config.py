@@ -1,0 +1,231 @@
+"""Configuration: file, environment, shorthand, flags; every error names its key."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from exporter.config import (
+    ConfigError,
+    Settings,
+    load_settings,
+    parse_duration,
+    parse_listen_address,
+)
+
+MINIMAL = """
+[targets.main]
+url = "https://vms.local/"
+token = "s3cr3t-token"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def problems(tmp_path: Path, text: str, **kwargs: object) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text), **kwargs)  # type: ignore[arg-type]
+    return info.value.problems
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("500ms", 0.5), ("30s", 30), ("5m", 300), ("1h30m", 5400), ("7d", 604800),
+     ("2w", 1209600), (45, 45), ("12.5", 12.5), ("1m0.5s", 60.5)],
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "10", "5x", "m5", "1h 30m", "-5s", "0s", True, [1]])
+def test_bad_durations_are_rejected(text: object) -> None:
+    if text == "10":
+        assert parse_duration(text) == 10
+        return
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+def test_defaults_from_a_minimal_file(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, MINIMAL))
+    assert settings.web.listen_address == ":9877"
+    assert (settings.poll.interval, settings.poll.lookback) == (60, 86400)
+    assert (settings.poll.timeout, settings.poll.max_staleness) == (45, 600)
+    target = settings.targets["main"]
+    assert target.url == "https://vms.local"
+    assert target.path == "/api/v1/users/downloads"
+    assert (target.client, target.timezone, target.per_page, target.concurrency) == (
+        "web", "UTC", 100, 4)
+    assert target.tls_verify is True
+
+
+def test_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    example = Path(__file__).parents[1] / "config.example.toml"
+    secret = tmp_path / "token"
+    secret.write_text("t\n")
+    text = example.read_text(encoding="utf-8").replace("/run/secrets/vms_token", str(secret))
+    settings = load_settings(write(tmp_path, text))
+    assert list(settings.targets) == ["main"]
+
+
+def test_environment_overrides_a_target_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VMS_EXPORTER_TARGETS__MAIN__TIMEZONE", "Europe/Moscow")
+    monkeypatch.setenv("VMS_EXPORTER_POLL__INTERVAL", "2m")
+    settings = load_settings(write(tmp_path, MINIMAL))
+    assert settings.targets["main"].timezone == "Europe/Moscow"
+    assert settings.targets["main"].url == "https://vms.local"  # the rest of the table stays
+    assert settings.poll.interval == 120
+
+
+def test_flag_overrides_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VMS_EXPORTER_WEB__LISTEN_ADDRESS", ":9200")
+    text = MINIMAL + '\n[web]\nlisten_address = ":9100"\n'
+    assert load_settings(write(tmp_path, text)).web.listen_address == ":9200"
+    settings = load_settings(write(tmp_path, text), {"web": {"listen_address": "127.0.0.1:9300"}})
+    assert settings.web.listen_address == "127.0.0.1:9300"
+
+
+def test_config_file_from_environment_then_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, MINIMAL)
+    monkeypatch.setenv("VMS_EXPORTER_CONFIG", str(path))
+    assert list(load_settings().targets) == ["main"]
+    monkeypatch.delenv("VMS_EXPORTER_CONFIG")
+    (Path.cwd() / "config.toml").write_text(MINIMAL.replace("main", "cwd"))
+    assert list(load_settings().targets) == ["cwd"]
+
+
+def test_shorthand_builds_the_default_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VMS_EXPORTER_URL", "http://127.0.0.1:8080")
+    monkeypatch.setenv("VMS_EXPORTER_TOKEN", "abc")
+    monkeypatch.setenv("VMS_EXPORTER_TIMEZONE", "Europe/Moscow")
+    monkeypatch.setenv("VMS_EXPORTER_PATH", "/api/v1/downloads")
+    settings = load_settings()
+    target = settings.targets["default"]
+    assert (target.url, target.timezone, target.path) == (
+        "http://127.0.0.1:8080", "Europe/Moscow", "/api/v1/downloads")
+    assert target.token is not None and target.token.get_secret_value() == "abc"
+
+
+def test_shorthand_mixed_with_file_targets_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VMS_EXPORTER_URL", "http://127.0.0.1:8080")
+    monkeypatch.setenv("VMS_EXPORTER_TOKEN", "abc")
+    assert any("VMS_EXPORTER_URL" in p and "mixed" in p for p in problems(tmp_path, MINIMAL))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (MINIMAL + "\n[poll]\nintervall = '1m'\n", "poll.intervall: unknown key"),
+        (MINIMAL + "\nextra = 1\n", "extra: unknown key"),
+        (MINIMAL.replace('token = "s3cr3t-token"', 'token = "x"\ncolour = "red"'),
+         "targets.main.colour: unknown key"),
+        (MINIMAL + "\n[poll]\ninterval = 'soon'\n", "poll.interval: invalid duration"),
+        (MINIMAL + "\n[poll]\ninterval = '30s'\ntimeout = '45s'\n",
+         "poll.timeout: must be less than poll.interval"),
+        (MINIMAL + "\n[poll]\ninterval = '2d'\ntimeout = '45s'\n",
+         "poll.interval: must not exceed poll.lookback"),
+        (MINIMAL.replace('token = "s3cr3t-token"', 'token = "x"\nrequest_timeout = "1m"'),
+         "targets.main.request_timeout: must be less than poll.timeout"),
+        (MINIMAL.replace('token = "s3cr3t-token"', 'token = "x"\ntimezone = "Mars/Olympus"'),
+         "targets.main.timezone: unknown IANA time zone"),
+        (MINIMAL.replace('token = "s3cr3t-token"', 'token = "x"\nclient = "desktop"'),
+         "targets.main.client"),
+        (MINIMAL.replace("https://vms.local/", "vms.local"), "targets.main.url: expected"),
+        (MINIMAL.replace("https://vms.local/", "https://u:p@vms.local"),
+         "targets.main.url: credentials in the URL"),
+        (MINIMAL.replace('token = "s3cr3t-token"', 'token = "x"\nper_page = 0'),
+         "targets.main.per_page"),
+        (MINIMAL.replace('token = "s3cr3t-token"', ""), "targets.main: no way to authenticate"),
+        (MINIMAL.replace('token = "s3cr3t-token"', 'token = "x"\nlogin = "a"\npassword = "b"'),
+         "targets.main: set either login or token"),
+        (MINIMAL.replace('token = "s3cr3t-token"', 'login = "a"'),
+         "targets.main: login needs password"),
+        (MINIMAL.replace('token = "s3cr3t-token"', 'password = "b"'),
+         "targets.main: password needs login"),
+        (MINIMAL.replace("targets.main", "targets.Main"), "targets: target name 'Main'"),
+        ("[poll]\ninterval = '1m'\n", "targets: no target configured"),
+        (MINIMAL + "\n[web]\nlisten_address = 'localhost'\n", "web.listen_address: expected"),
+        (MINIMAL + "\n[metrics]\nmax_cameras = 0\n", "metrics.max_cameras"),
+        ("[targets.main\n", "not valid TOML"),
+    ],
+)
+def test_each_invalid_case_names_its_key(tmp_path: Path, text: str, expected: str) -> None:
+    found = problems(tmp_path, text)
+    assert any(expected in p for p in found), found
+
+
+def test_unknown_environment_variables_are_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VMS_EXPORTER_INTERVAL", "30s")
+    monkeypatch.setenv("VMS_EXPORTER_POLL__INTERVALL", "30s")
+    found = problems(tmp_path, MINIMAL)
+    assert "VMS_EXPORTER_INTERVAL: unknown variable (not a configuration key)" in found
+    monkeypatch.delenv("VMS_EXPORTER_INTERVAL")
+    assert problems(tmp_path, MINIMAL) == ["poll.intervall: unknown key"]
+
+
+def test_several_problems_are_all_reported(tmp_path: Path) -> None:
+    text = MINIMAL + "\n[poll]\ninterval = 'soon'\nlookback = 'never'\n"
+    found = problems(tmp_path, text)
+    assert any(p.startswith("poll.interval:") for p in found)
+    assert any(p.startswith("poll.lookback:") for p in found)
+
+
+def test_missing_and_empty_secret_files_are_named(tmp_path: Path) -> None:
+    text = MINIMAL.replace('token = "s3cr3t-token"', f'token_file = "{tmp_path}/absent"')
+    assert problems(tmp_path, text) == [
+        f"targets.main.token_file: cannot read {tmp_path}/absent: No such file or directory"]
+    (tmp_path / "empty").write_text("\n")
+    text = MINIMAL.replace('token = "s3cr3t-token"', f'token_file = "{tmp_path}/empty"')
+    assert problems(tmp_path, text) == [f"targets.main.token_file: {tmp_path}/empty is empty or not text"]
+
+
+def test_missing_config_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--config.file: .*no such file"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_secrets_are_not_in_reprs_or_errors(tmp_path: Path) -> None:
+    text = MINIMAL.replace('token = "s3cr3t-token"', 'login = "svc"\npassword = "pa55word"')
+    settings = load_settings(write(tmp_path, text))
+    for shown in (repr(settings), str(settings), repr(settings.targets["main"]),
+                  settings.model_dump_json()):
+        assert "pa55word" not in shown
+    bad = MINIMAL.replace('token = "s3cr3t-token"', 'token = "s3cr3t-token"\nper_page = "lots"')
+    assert not any("s3cr3t" in p for p in problems(tmp_path, bad))
+
+
+def test_device_uuid_is_stable_and_overridable(tmp_path: Path) -> None:
+    first = load_settings(write(tmp_path, MINIMAL)).targets["main"]
+    again = load_settings(write(tmp_path, MINIMAL)).targets["main"]
+    assert first.device_id("main") == again.device_id("main")
+    assert uuid.UUID(first.device_id("main")).version == 5
+    assert first.device_id("main") != first.device_id("other")
+    fixed = "5f0c3b7e-1111-4222-8333-444455556666"
+    text = MINIMAL.replace('token = "s3cr3t-token"', f'token = "x"\ndevice_uuid = "{fixed}"')
+    assert load_settings(write(tmp_path, text)).targets["main"].device_id("main") == fixed
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [(":9877", (None, 9877)), ("127.0.0.1:1", ("127.0.0.1", 1)), ("[::1]:9877", ("::1", 9877)),
+     ("0.0.0.0:80", ("0.0.0.0", 80))],
+)
+def test_listen_addresses(text: str, parsed: tuple[str | None, int]) -> None:
+    assert parse_listen_address(text) == parsed
+
+
+def test_settings_type_is_frozen(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, MINIMAL))
+    assert isinstance(settings, Settings)
+    with pytest.raises(Exception, match="frozen"):
+        settings.poll = settings.poll  # type: ignore[misc]
