@@ -242,7 +242,7 @@ async def _demo(args: argparse.Namespace) -> int:
     """The simulator on a free loopback port and the exporter polling it every few seconds."""
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    sim_config = SimulatorConfig()
+    sim_config = SimulatorConfig(token="demo")  # noqa: S106 (the simulator's demo token)
     simulator = await start_simulator(sim_config, "127.0.0.1", 0)
     listen = args.listen_address or DEMO_LISTEN
     try:
@@ -253,7 +253,7 @@ async def _demo(args: argparse.Namespace) -> int:
             targets={
                 "demo": TargetSettings(
                     url=simulator.url,
-                    token=SecretStr(sim_config.token),
+                    token=SecretStr("demo"),
                     timezone=sim_config.server_timezone,
                     request_timeout=3,
                 )

@@ -1,4 +1,4 @@
-"""Small builders shared by the tests: downloads as the API sends them, and as the core keeps them."""
+"""Builders shared by the tests: downloads as the API sends them and as the core keeps them."""
 
 from __future__ import annotations
 
@@ -25,8 +25,13 @@ def rec(
     camera: str | None = "1",
 ) -> Download:
     return Download(
-        id=str(ident), status=status, stream_type=stream, file_exists=exists,
-        created_at=created, updated_at=created if updated is None else updated, camera_id=camera,
+        id=str(ident),
+        status=status,
+        stream_type=stream,
+        file_exists=exists,
+        created_at=created,
+        updated_at=created if updated is None else updated,
+        camera_id=camera,
     )
 
 
@@ -60,8 +65,13 @@ def item(
 
 
 def page(
-    items: list[dict[str, Any]], *, page_no: int = 1, last_page: int = 1, per_page: int = 100,
-    total: int | None = None, host: str = "http://127.0.0.1:8080",
+    items: list[dict[str, Any]],
+    *,
+    page_no: int = 1,
+    last_page: int = 1,
+    per_page: int = 100,
+    total: int | None = None,
+    host: str = "http://127.0.0.1:8080",
 ) -> dict[str, Any]:
     """A Laravel-style page; links point at ``host`` and carry only ?page=N, like the sample."""
     path = f"{host}/api/v1/users/downloads"
@@ -74,8 +84,13 @@ def page(
             "next": f"{path}?page={page_no + 1}" if page_no < last_page else None,
         },
         "meta": {
-            "current_page": page_no, "from": 1, "last_page": last_page, "links": [],
-            "path": path, "per_page": per_page, "to": len(items),
+            "current_page": page_no,
+            "from": 1,
+            "last_page": last_page,
+            "links": [],
+            "path": path,
+            "per_page": per_page,
+            "to": len(items),
             "total": len(items) if total is None else total,
         },
     }

@@ -57,12 +57,14 @@ def sleeps() -> list[float]:
 async def make_client(sleeps: list[float]) -> AsyncIterator[Callable[..., VmsClient]]:
     """Clients with a recorded, instant sleep; all closed at teardown."""
     made: list[VmsClient] = []
+    now = [1000.0]
 
     async def fake_sleep(seconds: float) -> None:
         sleeps.append(seconds)
+        now[0] += seconds
 
     def make(**overrides: Any) -> VmsClient:
-        client = VmsClient("main", target(**overrides), sleep=fake_sleep)
+        client = VmsClient("main", target(**overrides), sleep=fake_sleep, monotonic=lambda: now[0])
         made.append(client)
         return client
 
@@ -71,23 +73,28 @@ async def make_client(sleeps: list[float]) -> AsyncIterator[Callable[..., VmsCli
         await client.close()
 
 
-def requests_to(mock: aioresponses, pattern: re.Pattern[str] | str = LIST) -> list[tuple[URL, dict[str, Any]]]:
-    found = []
-    for (method, url), calls in mock.requests.items():
-        if (re.match(pattern, str(url)) if isinstance(pattern, re.Pattern) else str(url) == pattern):
+def requests_to(
+    mock: aioresponses, pattern: re.Pattern[str] | str = LIST
+) -> list[tuple[URL, dict[str, Any]]]:
+    found: list[tuple[URL, dict[str, Any]]] = []
+    for (_, url), calls in mock.requests.items():
+        if re.match(pattern, str(url)) if isinstance(pattern, re.Pattern) else str(url) == pattern:
             found.extend((url, call.kwargs) for call in calls)
     return found
 
 
 def pages_of(items: list[dict[str, Any]], size: int) -> Callable[..., CallbackResult]:
     """A callback serving ``items`` in pages of ``size`` whatever per_page was asked for."""
-    chunks = [items[i:i + size] for i in range(0, len(items), size)] or [[]]
+    chunks = [items[i : i + size] for i in range(0, len(items), size)] or [[]]
 
-    def serve(url: URL, **kwargs: Any) -> CallbackResult:
+    def serve(_: URL, **kwargs: Any) -> CallbackResult:
         number = int(kwargs["params"]["page"])
         data = chunks[number - 1] if number <= len(chunks) else []
-        return CallbackResult(payload=page(data, page_no=number, last_page=len(chunks),
-                                           per_page=size, total=len(items)))
+        return CallbackResult(
+            payload=page(
+                data, page_no=number, last_page=len(chunks), per_page=size, total=len(items)
+            )
+        )
 
     return serve
 
@@ -99,23 +106,32 @@ async def test_headers_params_and_window_in_a_non_utc_zone(
     client = make_client(timezone="Europe/Moscow", client="thick-legal")
     result = await client.fetch_window(window("Europe/Moscow"))
     await client.close()
-    [(url, kwargs)] = requests_to(mock)
+    [(_, kwargs)] = requests_to(mock)
     headers = kwargs["headers"]
     assert headers["Authorization"] == "Bearer tok-1"
     assert headers["Accept"] == "application/json"
     assert headers["X-Client"] == "thick-legal"
     assert headers["X-UUID"] == target().device_id("main")
     # 12:00 UTC is 15:00 in Moscow: to = start + 1 h, from = start - 24 h - 1 day
-    assert kwargs["params"] == {"per_page": "2", "page": "1",
-                                "from": "2026-11-18 15:00:00", "to": "2026-11-20 16:00:00"}
+    assert kwargs["params"] == {
+        "per_page": "2",
+        "page": "1",
+        "from": "2026-11-18 15:00:00",
+        "to": "2026-11-20 16:00:00",
+    }
     assert [d.id for d in result.downloads] == ["1"]
 
 
 async def test_items_outside_the_window_are_dropped(
     mock: aioresponses, make_client: Callable[..., VmsClient]
 ) -> None:
-    items = [item(1, created=T0 + 7200), item(2, created=T0 + 1800), item(3, created=T0 - 3600),
-             item(4, created=T0 - 86400 - 60), item(5, created=T0 - 86400 * 2)]
+    items = [
+        item(1, created=T0 + 7200),
+        item(2, created=T0 + 1800),
+        item(3, created=T0 - 3600),
+        item(4, created=T0 - 86400 - 60),
+        item(5, created=T0 - 86400 * 2),
+    ]
     mock.get(LIST, payload=page(items, per_page=10))
     client = make_client(per_page=10)
     result = await client.fetch_window(window())
@@ -147,8 +163,11 @@ async def test_links_are_never_followed(
 
     def serve(url: URL, **kwargs: Any) -> CallbackResult:
         number = int(kwargs["params"]["page"])
-        return CallbackResult(payload=page([item(number, created=T0 - number)], page_no=number,
-                                           last_page=2, host=evil))
+        return CallbackResult(
+            payload=page(
+                [item(number, created=T0 - number)], page_no=number, last_page=2, host=evil
+            )
+        )
 
     mock.get(LIST, callback=serve, repeat=True)
     mock.get(re.compile(r"^https://attacker\.example.*"), payload=page([]), repeat=True)
@@ -167,8 +186,9 @@ async def test_pages_added_while_paging_are_fetched(
     def serve(url: URL, **kwargs: Any) -> CallbackResult:
         number = int(kwargs["params"]["page"])
         last = 2 if number == 1 else 3  # new items arrived after page 1 was read
-        return CallbackResult(payload=page([item(number * 10, created=T0 - number)],
-                                           page_no=number, last_page=last))
+        return CallbackResult(
+            payload=page([item(number * 10, created=T0 - number)], page_no=number, last_page=last)
+        )
 
     mock.get(LIST, callback=serve, repeat=True)
     client = make_client()
@@ -197,8 +217,16 @@ async def test_invalid_items_are_counted_and_the_rest_kept(
     del no_created["created_at"]
     odd = item(5, status=None, stream_type=None, exists=None, camera=None)
     odd["stream"] = None
-    items = [item(1, status="queued"), {"name": "no id"}, broken_date, no_created, "junk", odd,
-             item(None), item(True)]
+    items: list[Any] = [
+        item(1, status="queued"),
+        {"name": "no id"},
+        broken_date,
+        no_created,
+        "junk",
+        odd,
+        item(None),
+        item(True),
+    ]
     mock.get(LIST, payload=page(items, per_page=10))
     client = make_client(per_page=10)
     result = await client.fetch_window(window())
@@ -208,15 +236,22 @@ async def test_invalid_items_are_counted_and_the_rest_kept(
     assert set(by_id) == {"1", "5"}
     assert by_id["1"].status == "other"
     assert (by_id["5"].status, by_id["5"].stream_type, by_id["5"].file_exists) == (
-        "other", "unknown", "unknown")
+        "other",
+        "unknown",
+        "unknown",
+    )
 
 
 @pytest.mark.parametrize(
     ("body", "reason"),
-    [("<html>oops</html>", "not valid JSON"), ('{"data": [', "not valid JSON"),
-     ("[]", "not an object"), ('{"meta": {"last_page": 1, "total": 0}}', "no 'data' list"),
-     ('{"data": []}', "no 'meta' object"),
-     ('{"data": [], "meta": {"last_page": "x", "total": 0}}', "last_page")],
+    [
+        ("<html>oops</html>", "not valid JSON"),
+        ('{"data": [', "not valid JSON"),
+        ("[]", "not an object"),
+        ('{"meta": {"last_page": 1, "total": 0}}', "no 'data' list"),
+        ('{"data": []}', "no 'meta' object"),
+        ('{"data": [], "meta": {"last_page": "x", "total": 0}}', "last_page"),
+    ],
 )
 async def test_garbage_bodies_are_invalid_response(
     mock: aioresponses, make_client: Callable[..., VmsClient], body: str, reason: str
@@ -302,8 +337,14 @@ async def test_timeouts_are_retried_then_reported(
 async def test_422_is_not_retried_and_reports_field_reasons(
     mock: aioresponses, make_client: Callable[..., VmsClient]
 ) -> None:
-    mock.get(LIST, status=422, payload={"message": "Тут не будет информативного сообщения",
-                                        "errors": {"from": ["The from is not a valid date."]}})
+    mock.get(
+        LIST,
+        status=422,
+        payload={
+            "message": "Тут не будет информативного сообщения",
+            "errors": {"from": ["The from is not a valid date."]},
+        },
+    )
     client = make_client()
     with pytest.raises(ValidationFailed, match="from: The from is not a valid date"):
         await client.fetch_window(window())
@@ -340,7 +381,9 @@ async def test_401_rereads_a_rotated_token_file_and_retries_once(
     await client.close()
     assert [d.id for d in result.downloads] == ["1"]
     assert [kw["headers"]["Authorization"] for _, kw in requests_to(mock)] == [
-        "Bearer old-token", "Bearer new-token"]
+        "Bearer old-token",
+        "Bearer new-token",
+    ]
 
 
 def login_target() -> dict[str, Any]:
@@ -358,8 +401,11 @@ async def test_login_once_across_many_polls(
     await client.close()
     logins = requests_to(mock, TOKEN_URL)
     assert len(logins) == 1
-    assert logins[0][1]["json"] == {"login": "svc@example.com", "password": "pw",
-                                    "session_id": None}
+    assert logins[0][1]["json"] == {
+        "login": "svc@example.com",
+        "password": "pw",
+        "session_id": None,
+    }
     assert {kw["headers"]["Authorization"] for _, kw in requests_to(mock)} == {"Bearer abc"}
 
 
@@ -395,7 +441,11 @@ async def test_relogin_after_the_token_expires(
     await client.close()
     assert len(requests_to(mock, TOKEN_URL)) == 2
     assert [kw["headers"]["Authorization"] for _, kw in requests_to(mock)] == [
-        "Bearer first", "Bearer first", "Bearer second", "Bearer second"]
+        "Bearer first",
+        "Bearer first",
+        "Bearer second",
+        "Bearer second",
+    ]
 
 
 async def test_token_rejected_after_relogin_fails_the_poll_without_more_logins(
@@ -416,15 +466,22 @@ async def test_token_rejected_after_relogin_fails_the_poll_without_more_logins(
 @pytest.mark.parametrize(
     ("status", "payload", "said"),
     [
-        (422, {"message": "x", "errors": {"password": ["Неверный пароль"]}}, "wrong login or password"),
+        (
+            422,
+            {"message": "x", "errors": {"password": ["Неверный пароль"]}},
+            "wrong login or password",
+        ),
         (422, {"message": "x", "errors": {"captcha": ["required"]}}, "captcha required"),
         (419, {"message": "Too many sessions"}, "too many sessions"),
         (429, {"message": "Too many sessions"}, "too many sessions"),
     ],
 )
 async def test_refused_logins_are_unauthorized_and_say_which(
-    mock: aioresponses, make_client: Callable[..., VmsClient],
-    status: int, payload: dict[str, Any], said: str,
+    mock: aioresponses,
+    make_client: Callable[..., VmsClient],
+    status: int,
+    payload: dict[str, Any],
+    said: str,
 ) -> None:
     mock.post(TOKEN_URL, status=status, payload=payload, repeat=True)
     client = make_client(**login_target())
@@ -438,8 +495,9 @@ async def test_refused_logins_are_unauthorized_and_say_which(
 async def test_rate_cap_spaces_requests(
     mock: aioresponses, make_client: Callable[..., VmsClient], sleeps: list[float]
 ) -> None:
-    mock.get(LIST, callback=pages_of([item(i, created=T0 - i) for i in range(1, 7)], 1),
-             repeat=True)
+    mock.get(
+        LIST, callback=pages_of([item(i, created=T0 - i) for i in range(1, 7)], 1), repeat=True
+    )
     client = make_client(max_rps=2, concurrency=4)
     result = await client.fetch_window(window())
     await client.close()

@@ -36,8 +36,17 @@ def problems(tmp_path: Path, text: str, **kwargs: object) -> list[str]:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("500ms", 0.5), ("30s", 30), ("5m", 300), ("1h30m", 5400), ("7d", 604800),
-     ("2w", 1209600), (45, 45), ("12.5", 12.5), ("1m0.5s", 60.5)],
+    [
+        ("500ms", 0.5),
+        ("30s", 30),
+        ("5m", 300),
+        ("1h30m", 5400),
+        ("7d", 604800),
+        ("2w", 1209600),
+        (45, 45),
+        ("12.5", 12.5),
+        ("1m0.5s", 60.5),
+    ],
 )
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
@@ -61,7 +70,11 @@ def test_defaults_from_a_minimal_file(tmp_path: Path) -> None:
     assert target.url == "https://vms.local"
     assert target.path == "/api/v1/users/downloads"
     assert (target.client, target.timezone, target.per_page, target.concurrency) == (
-        "web", "UTC", 100, 4)
+        "web",
+        "UTC",
+        100,
+        4,
+    )
     assert target.tls_verify is True
 
 
@@ -74,7 +87,9 @@ def test_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert list(settings.targets) == ["main"]
 
 
-def test_environment_overrides_a_target_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_overrides_a_target_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("VMS_EXPORTER_TARGETS__MAIN__TIMEZONE", "Europe/Moscow")
     monkeypatch.setenv("VMS_EXPORTER_POLL__INTERVAL", "2m")
     settings = load_settings(write(tmp_path, MINIMAL))
@@ -83,7 +98,9 @@ def test_environment_overrides_a_target_key(tmp_path: Path, monkeypatch: pytest.
     assert settings.poll.interval == 120
 
 
-def test_flag_overrides_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_flag_overrides_file_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("VMS_EXPORTER_WEB__LISTEN_ADDRESS", ":9200")
     text = MINIMAL + '\n[web]\nlisten_address = ":9100"\n'
     assert load_settings(write(tmp_path, text)).web.listen_address == ":9200"
@@ -91,7 +108,9 @@ def test_flag_overrides_file_and_environment(tmp_path: Path, monkeypatch: pytest
     assert settings.web.listen_address == "127.0.0.1:9300"
 
 
-def test_config_file_from_environment_then_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_file_from_environment_then_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = write(tmp_path, MINIMAL)
     monkeypatch.setenv("VMS_EXPORTER_CONFIG", str(path))
     assert list(load_settings().targets) == ["main"]
@@ -108,7 +127,10 @@ def test_shorthand_builds_the_default_target(monkeypatch: pytest.MonkeyPatch) ->
     settings = load_settings()
     target = settings.targets["default"]
     assert (target.url, target.timezone, target.path) == (
-        "http://127.0.0.1:8080", "Europe/Moscow", "/api/v1/downloads")
+        "http://127.0.0.1:8080",
+        "Europe/Moscow",
+        "/api/v1/downloads",
+    )
     assert target.token is not None and target.token.get_secret_value() == "abc"
 
 
@@ -125,31 +147,53 @@ def test_shorthand_mixed_with_file_targets_is_an_error(
     [
         (MINIMAL + "\n[poll]\nintervall = '1m'\n", "poll.intervall: unknown key"),
         (MINIMAL + "\nextra = 1\n", "extra: unknown key"),
-        (MINIMAL.replace('token = "s3cr3t-token"', 'token = "x"\ncolour = "red"'),
-         "targets.main.colour: unknown key"),
+        (
+            MINIMAL.replace('token = "s3cr3t-token"', 'token = "x"\ncolour = "red"'),
+            "targets.main.colour: unknown key",
+        ),
         (MINIMAL + "\n[poll]\ninterval = 'soon'\n", "poll.interval: invalid duration"),
-        (MINIMAL + "\n[poll]\ninterval = '30s'\ntimeout = '45s'\n",
-         "poll.timeout: must be less than poll.interval"),
-        (MINIMAL + "\n[poll]\ninterval = '2d'\ntimeout = '45s'\n",
-         "poll.interval: must not exceed poll.lookback"),
-        (MINIMAL.replace('token = "s3cr3t-token"', 'token = "x"\nrequest_timeout = "1m"'),
-         "targets.main.request_timeout: must be less than poll.timeout"),
-        (MINIMAL.replace('token = "s3cr3t-token"', 'token = "x"\ntimezone = "Mars/Olympus"'),
-         "targets.main.timezone: unknown IANA time zone"),
-        (MINIMAL.replace('token = "s3cr3t-token"', 'token = "x"\nclient = "desktop"'),
-         "targets.main.client"),
+        (
+            MINIMAL + "\n[poll]\ninterval = '30s'\ntimeout = '45s'\n",
+            "poll.timeout: must be less than poll.interval",
+        ),
+        (
+            MINIMAL + "\n[poll]\ninterval = '2d'\ntimeout = '45s'\n",
+            "poll.interval: must not exceed poll.lookback",
+        ),
+        (
+            MINIMAL.replace('token = "s3cr3t-token"', 'token = "x"\nrequest_timeout = "1m"'),
+            "targets.main.request_timeout: must be less than poll.timeout",
+        ),
+        (
+            MINIMAL.replace('token = "s3cr3t-token"', 'token = "x"\ntimezone = "Mars/Olympus"'),
+            "targets.main.timezone: unknown IANA time zone",
+        ),
+        (
+            MINIMAL.replace('token = "s3cr3t-token"', 'token = "x"\nclient = "desktop"'),
+            "targets.main.client",
+        ),
         (MINIMAL.replace("https://vms.local/", "vms.local"), "targets.main.url: expected"),
-        (MINIMAL.replace("https://vms.local/", "https://u:p@vms.local"),
-         "targets.main.url: credentials in the URL"),
-        (MINIMAL.replace('token = "s3cr3t-token"', 'token = "x"\nper_page = 0'),
-         "targets.main.per_page"),
+        (
+            MINIMAL.replace("https://vms.local/", "https://u:p@vms.local"),
+            "targets.main.url: credentials in the URL",
+        ),
+        (
+            MINIMAL.replace('token = "s3cr3t-token"', 'token = "x"\nper_page = 0'),
+            "targets.main.per_page",
+        ),
         (MINIMAL.replace('token = "s3cr3t-token"', ""), "targets.main: no way to authenticate"),
-        (MINIMAL.replace('token = "s3cr3t-token"', 'token = "x"\nlogin = "a"\npassword = "b"'),
-         "targets.main: set either login or token"),
-        (MINIMAL.replace('token = "s3cr3t-token"', 'login = "a"'),
-         "targets.main: login needs password"),
-        (MINIMAL.replace('token = "s3cr3t-token"', 'password = "b"'),
-         "targets.main: password needs login"),
+        (
+            MINIMAL.replace('token = "s3cr3t-token"', 'token = "x"\nlogin = "a"\npassword = "b"'),
+            "targets.main: set either login or token",
+        ),
+        (
+            MINIMAL.replace('token = "s3cr3t-token"', 'login = "a"'),
+            "targets.main: login needs password",
+        ),
+        (
+            MINIMAL.replace('token = "s3cr3t-token"', 'password = "b"'),
+            "targets.main: password needs login",
+        ),
         (MINIMAL.replace("targets.main", "targets.Main"), "targets: target name 'Main'"),
         ("[poll]\ninterval = '1m'\n", "targets: no target configured"),
         (MINIMAL + "\n[web]\nlisten_address = 'localhost'\n", "web.listen_address: expected"),
@@ -183,22 +227,29 @@ def test_several_problems_are_all_reported(tmp_path: Path) -> None:
 def test_missing_and_empty_secret_files_are_named(tmp_path: Path) -> None:
     text = MINIMAL.replace('token = "s3cr3t-token"', f'token_file = "{tmp_path}/absent"')
     assert problems(tmp_path, text) == [
-        f"targets.main.token_file: cannot read {tmp_path}/absent: No such file or directory"]
+        f"targets.main.token_file: cannot read {tmp_path}/absent: No such file or directory"
+    ]
     (tmp_path / "empty").write_text("\n")
     text = MINIMAL.replace('token = "s3cr3t-token"', f'token_file = "{tmp_path}/empty"')
-    assert problems(tmp_path, text) == [f"targets.main.token_file: {tmp_path}/empty is empty or not text"]
+    assert problems(tmp_path, text) == [
+        f"targets.main.token_file: {tmp_path}/empty is empty or not text"
+    ]
 
 
 def test_missing_config_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="--config.file: .*no such file"):
+    with pytest.raises(ConfigError, match=r"--config.file: .*no such file"):
         load_settings(tmp_path / "nope.toml")
 
 
 def test_secrets_are_not_in_reprs_or_errors(tmp_path: Path) -> None:
     text = MINIMAL.replace('token = "s3cr3t-token"', 'login = "svc"\npassword = "pa55word"')
     settings = load_settings(write(tmp_path, text))
-    for shown in (repr(settings), str(settings), repr(settings.targets["main"]),
-                  settings.model_dump_json()):
+    for shown in (
+        repr(settings),
+        str(settings),
+        repr(settings.targets["main"]),
+        settings.model_dump_json(),
+    ):
         assert "pa55word" not in shown
     bad = MINIMAL.replace('token = "s3cr3t-token"', 'token = "s3cr3t-token"\nper_page = "lots"')
     assert not any("s3cr3t" in p for p in problems(tmp_path, bad))
@@ -217,8 +268,12 @@ def test_device_uuid_is_stable_and_overridable(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "parsed"),
-    [(":9877", (None, 9877)), ("127.0.0.1:1", ("127.0.0.1", 1)), ("[::1]:9877", ("::1", 9877)),
-     ("0.0.0.0:80", ("0.0.0.0", 80))],
+    [
+        (":9877", (None, 9877)),
+        ("127.0.0.1:1", ("127.0.0.1", 1)),
+        ("[::1]:9877", ("::1", 9877)),
+        ("0.0.0.0:80", ("0.0.0.0", 80)),
+    ],
 )
 def test_listen_addresses(text: str, parsed: tuple[str | None, int]) -> None:
     assert parse_listen_address(text) == parsed

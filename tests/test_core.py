@@ -10,13 +10,18 @@ HOUR = 3600.0
 LOOKBACK = 24 * HOUR
 
 
-def poll(memory: Memory | None, items: list[Download], at: float) -> tuple[Memory, dict[str, object]]:
+def poll(
+    memory: Memory | None, items: list[Download], at: float
+) -> tuple[Memory, dict[str, object]]:
     """Reconcile a poll that started at ``at`` and finished 5 s later."""
     out = reconcile(memory, items, poll_started=at, window_start=at - LOOKBACK, seen_at=at + 5)
     e = out.events
     summary: dict[str, object] = {
-        "created": dict(e.created), "finished": dict(e.finished), "durations": e.durations,
-        "removed": e.file_removed, "aged_out": e.aged_out_in_progress,
+        "created": dict(e.created),
+        "finished": dict(e.finished),
+        "durations": e.durations,
+        "removed": e.file_removed,
+        "aged_out": e.aged_out_in_progress,
     }
     return out.memory, summary
 
@@ -25,12 +30,14 @@ QUIET = {"created": {}, "finished": {}, "durations": [], "removed": 0, "aged_out
 
 
 def test_aggregate_counts_every_documented_combination() -> None:
-    snap = aggregate([
-        rec(1, "in_progress", created=T0 - 50),
-        rec(2, "completed", stream="low", created=T0 - 10),
-        rec(3, "failed", exists="false", created=T0 - 100),
-        rec(4, "other", stream="unknown", exists="unknown", created=T0 - 1),
-    ])
+    snap = aggregate(
+        [
+            rec(1, "in_progress", created=T0 - 50),
+            rec(2, "completed", stream="low", created=T0 - 10),
+            rec(3, "failed", exists="false", created=T0 - 100),
+            rec(4, "other", stream="unknown", exists="unknown", created=T0 - 1),
+        ]
+    )
     assert len([k for k in snap.counts if k[0] != "other"]) == 12
     assert snap.counts[("in_progress", "high", "true")] == 1
     assert snap.counts[("completed", "low", "true")] == 1
@@ -72,9 +79,12 @@ def test_baseline_counts_nothing() -> None:
 def test_new_downloads_count_as_created_and_finished() -> None:
     memory, _ = poll(None, [rec(1)], T0)
     later = T0 + 60
-    items = [rec(1), rec(2, created=later - 30, stream="low"),
-             rec(3, "completed", created=later - 20, updated=later - 5),
-             rec(4, "failed", created=T0 - 600)]  # created before the previous poll began
+    items = [
+        rec(1),
+        rec(2, created=later - 30, stream="low"),
+        rec(3, "completed", created=later - 20, updated=later - 5),
+        rec(4, "failed", created=T0 - 600),
+    ]  # created before the previous poll began
     _, events = poll(memory, items, later)
     assert events["created"] == {"low": 1, "high": 2}
     assert events["finished"] == {"completed": 1, "failed": 1}
@@ -119,8 +129,9 @@ def test_stale_updated_at_is_ignored() -> None:
     assert events == QUIET
     assert memory.records["1"].status == "completed"
     # and the window shows the newer record, not the stale one
-    out = reconcile(memory, [stale], poll_started=T0 + 120, window_start=T0 - LOOKBACK,
-                    seen_at=T0 + 125)
+    out = reconcile(
+        memory, [stale], poll_started=T0 + 120, window_start=T0 - LOOKBACK, seen_at=T0 + 125
+    )
     assert aggregate(out.current).counts[("completed", "high", "true")] == 1
 
 
@@ -139,11 +150,15 @@ def test_terminal_to_other_terminal_counts() -> None:
 
 
 def test_forgotten_only_by_age_and_aged_out_in_progress_counted() -> None:
-    memory, _ = poll(None, [
-        rec(1, "in_progress", created=T0 - LOOKBACK + 30),
-        rec(2, "completed", created=T0 - LOOKBACK + 30),
-        rec(3, "in_progress", created=T0 - 60),
-    ], T0)
+    memory, _ = poll(
+        None,
+        [
+            rec(1, "in_progress", created=T0 - LOOKBACK + 30),
+            rec(2, "completed", created=T0 - LOOKBACK + 30),
+            rec(3, "in_progress", created=T0 - 60),
+        ],
+        T0,
+    )
     memory, events = poll(memory, [rec(3, created=T0 - 60)], T0 + 60)
     assert set(memory.records) == {"3"}
     assert events["aged_out"] == 1
@@ -152,11 +167,15 @@ def test_forgotten_only_by_age_and_aged_out_in_progress_counted() -> None:
 
 def test_file_removal_of_completed_download() -> None:
     memory, _ = poll(None, [rec(1, "completed"), rec(2, "failed"), rec(3, "completed")], T0)
-    _, events = poll(memory, [
-        rec(1, "completed", exists="false", updated=T0 + 30),
-        rec(2, "failed", exists="false", updated=T0 + 30),  # not completed: not counted
-        rec(3, "completed", exists="unknown", updated=T0 + 30),  # unknown is not missing
-    ], T0 + 60)
+    _, events = poll(
+        memory,
+        [
+            rec(1, "completed", exists="false", updated=T0 + 30),
+            rec(2, "failed", exists="false", updated=T0 + 30),  # not completed: not counted
+            rec(3, "completed", exists="unknown", updated=T0 + 30),  # unknown is not missing
+        ],
+        T0 + 60,
+    )
     assert events["removed"] == 1
 
 
@@ -164,7 +183,12 @@ def test_unfinished_poll_changes_nothing_because_it_is_never_passed() -> None:
     memory, _ = poll(None, [rec(1)], T0)
     before = dict(memory.records)
     # the poller simply does not call reconcile for a failed poll; memory is immutable
-    out = reconcile(memory, [rec(1, "completed", updated=T0 + 5)], poll_started=T0 + 60,
-                    window_start=T0 - LOOKBACK, seen_at=T0 + 65)
+    out = reconcile(
+        memory,
+        [rec(1, "completed", updated=T0 + 5)],
+        poll_started=T0 + 60,
+        window_start=T0 - LOOKBACK,
+        seen_at=T0 + 65,
+    )
     assert dict(memory.records) == before
     assert out.memory.records["1"].status == "completed"

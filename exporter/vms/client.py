@@ -14,6 +14,7 @@ import logging
 import math
 import random
 import ssl
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -166,12 +167,13 @@ class VmsClient:
         *,
         on_response: Callable[[str], None] = lambda code: None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self._target = target
         self._on_response = on_response
         self._sleep = sleep
-        self._limiter = RateLimiter(target.max_rps, sleep=sleep)
+        self._limiter = RateLimiter(target.max_rps, clock=monotonic, sleep=sleep)
         self._session: aiohttp.ClientSession | None = None
         self._list_url = target.url + target.path
         self._headers = {

@@ -1,0 +1,237 @@
+"""The command line as a user runs it: real processes, real sockets on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from exporter import __version__
+from exporter.simulator import SimulatorConfig, start_simulator
+from tests.exporter_harness import parse_metrics
+
+DEADLINE = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "exporter",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), DEADLINE)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def wait_for(url: str, status: int = 200) -> str:
+    """Poll ``url`` until it answers ``status`` (bounded by DEADLINE)."""
+    deadline = time.monotonic() + DEADLINE
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(url) as response:
+                    if response.status == status:
+                        return await response.text()
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} did not answer {status} within {DEADLINE}s")
+
+
+@pytest.fixture
+async def simulator_url() -> AsyncIterator[str]:
+    sim = await start_simulator(SimulatorConfig(downloads=200, seed=1, arrival_interval=0))
+    yield sim.url
+    await sim.close()
+
+
+def config_file(tmp_path: Path, url: str, extra: str = "") -> Path:
+    path = tmp_path / "exporter.toml"
+    path.write_text(
+        f'[poll]\ninterval = "5s"\ntimeout = "4s"\n[targets.main]\nurl = "{url}"\n'
+        f'token = "demo"\ntimezone = "Europe/Moscow"\nrequest_timeout = "2s"\n{extra}'
+    )
+    return path
+
+
+async def test_version() -> None:
+    code, out, _ = await run("--version")
+    assert code == 0 and __version__ in out
+
+
+async def test_bad_configuration_exits_2_naming_each_key(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        '[poll]\ninterval = "10s"\ntimeout = "30s"\nspeed = 1\n'
+        '[targets.main]\nurl = "http://127.0.0.1:1"\n'
+    )
+    port = free_port()
+    code, _, err = await run(
+        "--config.file", str(path), "--web.listen-address", f"127.0.0.1:{port}"
+    )
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert "configuration error: poll.speed: unknown key" in lines
+    assert (
+        "configuration error: targets.main: no way to authenticate: "
+        "set token_file (or token), or login" in lines
+    )
+    with socket.socket() as sock:  # nothing was listening
+        assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+async def test_bad_arguments_exit_2() -> None:
+    code, _, err = await run("--log.level", "loud")
+    assert code == 2 and "--log.level" in err
+
+
+async def test_no_configuration_at_all_says_what_to_do(tmp_path: Path) -> None:
+    code, _, err = await run()
+    assert code == 2 and "no target configured" in err
+
+
+async def test_check_reports_each_target(tmp_path: Path, simulator_url: str) -> None:
+    path = config_file(tmp_path, simulator_url)
+    code, out, _ = await run("check", "--config.file", str(path))
+    assert code == 0, out
+    assert out.startswith("main: ok: ") and "in_progress=" in out and "page(s)" in out
+
+
+async def test_check_warns_about_a_time_zone_mismatch(tmp_path: Path, simulator_url: str) -> None:
+    path = config_file(tmp_path, simulator_url)
+    path.write_text(path.read_text().replace('timezone = "Europe/Moscow"', 'timezone = "UTC"'))
+    code, out, _ = await run("check", "--config.file", str(path))
+    assert code == 0
+    assert "main: warning:" in out and "time zone" in out
+
+
+async def test_check_exits_1_when_a_target_fails(tmp_path: Path) -> None:
+    path = config_file(tmp_path, f"http://127.0.0.1:{free_port()}")
+    code, out, _ = await run("check", "--config.file", str(path))
+    assert code == 1
+    assert "main: FAILED (connection_error)" in out
+
+
+async def test_check_exits_2_on_bad_configuration(tmp_path: Path) -> None:
+    path = config_file(tmp_path, "http://127.0.0.1:1", 'per_page = "many"\n')
+    code, _, err = await run("check", "--config.file", str(path))
+    assert code == 2 and "targets.main.per_page" in err
+
+
+async def test_serves_metrics_and_stops_on_sigterm_within_2s(
+    tmp_path: Path, simulator_url: str
+) -> None:
+    port = free_port()
+    path = config_file(tmp_path, simulator_url)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "exporter",
+        "--config.file",
+        str(path),
+        "--web.listen-address",
+        f"127.0.0.1:{port}",
+        "--log.format",
+        "json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await wait_for(f"http://127.0.0.1:{port}/-/ready")
+        samples = parse_metrics(await wait_for(f"http://127.0.0.1:{port}/metrics"))
+        assert samples[("vms_up", frozenset({("target", "main")}))] == 1
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), DEADLINE)
+        elapsed = time.monotonic() - started
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    _, err = await proc.communicate()
+    assert code == 0
+    assert elapsed < 2.0, f"took {elapsed:.2f}s to stop"
+    assert '"msg": "exporter started"' in err.decode()
+    assert "demo" not in err.decode().replace('"target": "main"', "")
+
+
+async def test_demo_shows_every_status_within_seconds() -> None:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "exporter",
+        "--demo",
+        "--web.listen-address",
+        f"127.0.0.1:{port}",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await wait_for(f"http://127.0.0.1:{port}/-/ready")
+        samples = parse_metrics(await wait_for(f"http://127.0.0.1:{port}/metrics"))
+        proc.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(proc.wait(), DEADLINE)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    out, _ = await proc.communicate()
+    assert code == 0
+    assert f"http://127.0.0.1:{port}/metrics" in out.decode()
+    by_status: dict[str, float] = {}
+    for (name, labels), number in samples.items():
+        if name == "vms_downloads":
+            status = dict(labels)["status"]
+            by_status[status] = by_status.get(status, 0) + number
+    assert all(by_status[s] > 0 for s in ("in_progress", "completed", "failed")), by_status
+
+
+async def test_simulate_runs_the_simulator_alone() -> None:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "exporter",
+        "simulate",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--downloads",
+        "50",
+        "--seed",
+        "4",
+        "--token",
+        "t0k",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await wait_for(f"http://127.0.0.1:{port}/api/v1/users/downloads", status=401)
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), DEADLINE)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    out, _ = await proc.communicate()
+    assert code == 0
+    assert f"VMS_EXPORTER_URL=http://127.0.0.1:{port}" in out.decode()

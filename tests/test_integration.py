@@ -1,0 +1,259 @@
+"""The exporter polling the simulator over real loopback sockets, scraped number by number."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from exporter.simulator import SimulatorConfig
+from tests.exporter_harness import Samples, exporter_on_simulator, value
+
+STATUS = {"in progress": "in_progress", "completed": "completed", "failed": "failed"}
+
+
+def expected_counts(items: list[dict[str, Any]]) -> Counter[tuple[str, str, str]]:
+    counts: Counter[tuple[str, str, str]] = Counter()
+    for i in items:
+        exists = {True: "true", False: "false"}.get(i["is_file_exists"], "unknown")
+        status = STATUS.get(i.get("status") or "", "other")
+        counts[(status, i["stream"]["type"], exists)] += 1
+    return counts
+
+
+def window_counts(samples: Samples) -> Counter[tuple[str, str, str]]:
+    counts: Counter[tuple[str, str, str]] = Counter()
+    for (name, labels), number in samples.items():
+        if name == "vms_downloads" and number:
+            d = dict(labels)
+            counts[(d["status"], d["stream_type"], d["file_exists"])] = int(number)
+    return counts
+
+
+def created_at(item: dict[str, Any]) -> float:
+    return datetime.fromisoformat(item["created_at"]).timestamp()
+
+
+async def test_window_gauges_match_the_simulator_number_by_number() -> None:
+    async with exporter_on_simulator() as h:
+        outcome = await h.poller.poll_once()
+        assert outcome.result == "success", outcome.error
+        samples = await h.scrape()
+        truth = await h.simulator_items()
+        assert window_counts(samples) == expected_counts(truth)
+        assert len(truth) > 50
+        # every documented combination is present, zeros included
+        present = [k for k in samples if k[0] == "vms_downloads"]
+        assert len(present) >= 12
+        assert value(
+            samples, "vms_downloads_newest_created_timestamp_seconds", target="main"
+        ) == max(created_at(i) for i in truth)
+        in_progress = [created_at(i) for i in truth if i["status"] == "in progress"]
+        assert value(
+            samples, "vms_downloads_oldest_in_progress_created_timestamp_seconds", target="main"
+        ) == min(in_progress)
+        assert value(samples, "vms_up", target="main") == 1
+        assert value(samples, "vms_exporter_polls_total", target="main", result="success") == 1
+        assert value(samples, "vms_exporter_lookback_seconds", target="main") == 86400
+        assert (
+            value(samples, "vms_exporter_api_requests_total", target="main", code="200")
+            == outcome.pages
+        )
+        # the baseline counts nothing
+        assert value(samples, "vms_downloads_created_total", target="main", stream_type="high") == 0
+
+
+async def test_a_utc_window_against_a_moscow_server_loses_the_newest_hours() -> None:
+    sim = SimulatorConfig(
+        downloads=400, seed=3, arrival_interval=0, server_timezone="Europe/Moscow"
+    )
+    async with exporter_on_simulator(sim, timezone="Europe/Moscow") as right:
+        await right.poller.poll_once()
+        good = sum(window_counts(await right.scrape()).values())
+        truth = await right.simulator_items()
+    async with exporter_on_simulator(sim, timezone="UTC") as wrong:
+        await wrong.poller.poll_once()
+        bad = sum(window_counts(await wrong.scrape()).values())
+        warning = await wrong.poller.timezone_warning()
+    assert good == len(truth)
+    assert bad < good  # what a naive UTC window silently loses
+    assert warning is not None and "time zone ahead" in warning
+
+
+async def test_events_between_polls_reach_the_counters() -> None:
+    sim = SimulatorConfig(downloads=200, seed=5, arrival_interval=20)
+    async with exporter_on_simulator(sim) as h:
+        await h.poller.poll_once()
+        before = {i["id"]: i for i in await h.simulator_items()}
+        h.clock.advance(900)
+        await h.poller.poll_once()
+        after = {i["id"]: i for i in await h.simulator_items()}
+        samples = await h.scrape()
+    new = [i for k, i in after.items() if k not in before]
+    finished = Counter(
+        i["status"]
+        for k, i in after.items()
+        if i["status"] in ("completed", "failed")
+        and (k not in before or before[k]["status"] != i["status"])
+    )
+    removed = sum(
+        1
+        for k, i in after.items()
+        if k in before
+        and i["status"] == "completed"
+        and before[k]["is_file_exists"] is True
+        and i["is_file_exists"] is False
+    )
+    assert new, "the simulator should have created downloads in 15 minutes"
+    created = sum(
+        value(samples, "vms_downloads_created_total", target="main", stream_type=s) or 0
+        for s in ("high", "low", "unknown")
+    )
+    assert created == len(new)
+    for status in ("completed", "failed"):
+        assert (
+            value(samples, "vms_downloads_finished_total", target="main", status=status)
+            == finished[status]
+        )
+    assert value(samples, "vms_downloads_file_removed_total", target="main") == removed
+    observed = sum(
+        value(samples, "vms_downloads_export_duration_seconds_count", target="main", status=s) or 0
+        for s in ("completed", "failed")
+    )
+    assert 0 < observed <= sum(finished.values())
+
+
+async def test_failed_poll_keeps_last_window_then_drops_it_when_stale() -> None:
+    async with exporter_on_simulator(poll={"max_staleness": 300}) as h:
+        await h.poller.poll_once()
+        good = window_counts(await h.scrape())
+        await h.sim_faults(error_rate=1.0)
+        h.clock.advance(60)
+        outcome = await h.poller.poll_once()
+        assert outcome.result == "http_error"
+        samples = await h.scrape()
+        assert value(samples, "vms_up", target="main") == 0
+        assert window_counts(samples) == good
+        assert value(samples, "vms_exporter_polls_total", target="main", result="http_error") == 1
+        assert value(samples, "vms_exporter_api_requests_total", target="main", code="500") == 3
+        h.clock.advance(300)
+        samples = await h.scrape()
+        assert not [k for k in samples if k[0] == "vms_downloads"]
+        assert (
+            value(samples, "vms_downloads_newest_created_timestamp_seconds", target="main") is None
+        )
+        await h.sim_faults(error_rate=0.0)
+        await h.poller.poll_once()
+        assert window_counts(await h.scrape())
+
+
+@pytest.mark.parametrize(
+    ("faults", "result"),
+    [
+        ({"unauthorized": True}, "unauthorized"),
+        ({"truncate_rate": 1.0}, "invalid_response"),
+        ({"rate_limit_rate": 1.0, "retry_after": 0}, "limit_exceeded"),
+    ],
+)
+async def test_faults_map_to_one_result_each(faults: dict[str, Any], result: str) -> None:
+    async with exporter_on_simulator() as h:
+        await h.sim_faults(**faults)
+        outcome = await h.poller.poll_once()
+        samples = await h.scrape()
+    assert outcome.result == result
+    assert value(samples, "vms_exporter_polls_total", target="main", result=result) == 1
+    assert value(samples, "vms_exporter_polls_total", target="main", result="success") == 0
+
+
+async def test_slow_vms_is_a_timeout_within_the_poll_deadline() -> None:
+    async with exporter_on_simulator(poll={"timeout": 1.0}, request_timeout=0.5) as h:
+        await h.sim_faults(latency=3.0)
+        outcome = await h.poller.poll_once()
+    assert outcome.result == "timeout"
+    assert outcome.duration < 2.0
+
+
+async def test_login_mode_logs_in_once_across_polls() -> None:
+    async with exporter_on_simulator(
+        token=None, login="exporter@example.com", password="demo"
+    ) as h:
+        for _ in range(4):
+            outcome = await h.poller.poll_once()
+            assert outcome.result == "success", outcome.error
+            h.clock.advance(60)
+        stats = await h.sim_stats()
+    assert stats["logins"] == 1
+    assert stats["requests"]["total"] >= 4
+
+
+async def test_newer_release_path_without_status() -> None:
+    sim = SimulatorConfig(
+        downloads=100, seed=2, arrival_interval=0, path="/api/v1/downloads", omit_status=True
+    )
+    async with exporter_on_simulator(sim, path="/api/v1/downloads") as h:
+        outcome = await h.poller.poll_once()
+        samples = await h.scrape()
+    assert outcome.result == "success"
+    other = sum(
+        n
+        for (name, labels), n in samples.items()
+        if name == "vms_downloads" and ("status", "other") in labels
+    )
+    assert other == outcome.downloads > 0
+
+
+async def test_per_camera_metric_with_its_cardinality_guard() -> None:
+    async with exporter_on_simulator(metrics={"per_camera": True, "max_cameras": 5}) as h:
+        await h.poller.poll_once()
+        samples = await h.scrape()
+    cameras = {
+        dict(labels)["camera_id"] for (name, labels) in samples if name == "vms_downloads_by_camera"
+    }
+    assert len(cameras) == 6 and "other" in cameras
+    total = sum(n for (name, _), n in samples.items() if name == "vms_downloads_by_camera")
+    assert total == sum(window_counts(samples).values())
+
+
+async def test_endpoints_ready_healthy_landing_and_negotiation() -> None:
+    async with exporter_on_simulator() as h:
+        status, text, _ = await h.get("/-/ready")
+        assert status == 503
+        assert (await h.get("/-/healthy"))[0] == 200
+        await h.poller.poll_once()
+        assert (await h.get("/-/ready"))[0] == 200
+        status, page, headers = await h.get("/")
+        assert status == 200 and "text/html" in headers["Content-Type"]
+        assert "main" in page and "success" in page and 'href="metrics"' in page
+        status, text, headers = await h.get("/metrics")
+        assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        assert not [line for line in text.splitlines() if line.split("{")[0].endswith("_created")]
+        assert "background poll" in text  # HELP says where values come from
+        status, text, headers = await h.get(
+            "/metrics", Accept="application/openmetrics-text; version=1.0.0"
+        )
+        assert headers["Content-Type"].startswith("application/openmetrics-text")
+        assert text.rstrip().endswith("# EOF")
+        async with h.session.get(
+            h.url + "/metrics", headers={"Accept-Encoding": "gzip"}, auto_decompress=False
+        ) as response:
+            assert response.headers["Content-Encoding"] == "gzip"
+            assert b"vms_up" in gzip.decompress(await response.read())
+
+
+async def test_token_never_in_logs_metrics_or_pages(caplog: pytest.LogCaptureFixture) -> None:
+    secret = "demo"  # the simulator's token; any log line with "Bearer demo" is a leak
+    caplog.set_level(logging.DEBUG)
+    async with exporter_on_simulator() as h:
+        await h.poller.poll_once()
+        await h.sim_faults(unauthorized=True)
+        await h.poller.poll_once()
+        _, metrics_text, _ = await h.get("/metrics")
+        _, page, _ = await h.get("/")
+    logged = "\n".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
+    for text in (logged, metrics_text, page):
+        assert f"Bearer {secret}" not in text
+        assert "'demo'" not in text

@@ -1,0 +1,191 @@
+"""The exposition itself, parsed back with prometheus_client's parser."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+
+from prometheus_client import generate_latest
+
+from exporter import __version__
+from exporter.core import Events, aggregate
+from exporter.logs import JsonFormatter, LogfmtFormatter
+from exporter.metrics import ExporterMetrics
+from exporter.vms.errors import POLL_RESULTS
+from tests.builders import T0, rec
+from tests.exporter_harness import parse_metrics, value
+
+
+def metrics_at(now: list[float], **kwargs: object) -> ExporterMetrics:
+    m = ExporterMetrics(clock=lambda: now[0], process_metrics=False, **kwargs)  # type: ignore[arg-type]
+    m.add_target("a", 86400)
+    return m
+
+
+def test_every_label_set_exists_from_the_start() -> None:
+    samples = parse_metrics(generate_latest(metrics_at([T0]).registry).decode())
+    for result in POLL_RESULTS:
+        assert value(samples, "vms_exporter_polls_total", target="a", result=result) == 0
+    for reason in ("no_id", "bad_created_at", "not_an_object"):
+        assert value(samples, "vms_exporter_items_invalid_total", target="a", reason=reason) == 0
+    for status in ("completed", "failed"):
+        assert value(samples, "vms_downloads_finished_total", target="a", status=status) == 0
+        assert (
+            value(samples, "vms_downloads_export_duration_seconds_count", target="a", status=status)
+            == 0
+        )
+    for stream in ("high", "low", "unknown"):
+        assert value(samples, "vms_downloads_created_total", target="a", stream_type=stream) == 0
+    assert value(samples, "vms_downloads_file_removed_total", target="a") == 0
+    assert value(samples, "vms_downloads_aged_out_in_progress_total", target="a") == 0
+    assert value(samples, "vms_up", target="a") == 0
+    assert (
+        value(
+            samples,
+            "vms_exporter_build_info",
+            version=__version__,
+            python_version=platform.python_version(),
+        )
+        == 1
+    )
+    # nothing of the window before the first successful poll
+    assert not [
+        k
+        for k in samples
+        if k[0].startswith("vms_downloads") and k[0].endswith("_seconds") and "duration" not in k[0]
+    ]
+    assert not [k for k in samples if k[0] == "vms_downloads"]
+    assert not [k for k in samples if k[0].endswith("_created")]
+
+
+def test_histogram_buckets_are_the_contracts() -> None:
+    m = metrics_at([T0])
+    events = Events(durations=[("completed", 45.0), ("failed", 90000.0)])
+    m.poll_succeeded(
+        "a",
+        snapshot=aggregate([]),
+        events=events,
+        duration=0.3,
+        finished_at=T0,
+        reported_total=0,
+        invalid={},
+    )
+    samples = parse_metrics(generate_latest(m.registry).decode())
+    buckets = sorted(
+        float(dict(labels)["le"])
+        for (name, labels) in samples
+        if name == "vms_downloads_export_duration_seconds_bucket"
+        and ("status", "completed") in labels
+    )
+    assert buckets[:-1] == [10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400]
+    assert (
+        value(
+            samples,
+            "vms_downloads_export_duration_seconds_bucket",
+            target="a",
+            status="completed",
+            le="60.0",
+        )
+        == 1
+    )
+    assert (
+        value(
+            samples,
+            "vms_downloads_export_duration_seconds_bucket",
+            target="a",
+            status="failed",
+            le="86400.0",
+        )
+        == 0
+    )
+    poll_buckets = [
+        float(dict(labels)["le"])
+        for (name, labels) in samples
+        if name == "vms_exporter_poll_duration_seconds_bucket"
+    ]
+    assert min(poll_buckets) == 0.05 and max(b for b in poll_buckets if b != float("inf")) == 120
+
+
+def test_window_is_dropped_after_max_staleness_but_counters_stay() -> None:
+    now = [T0]
+    m = metrics_at(now, max_staleness=600.0)
+    m.poll_succeeded(
+        "a",
+        snapshot=aggregate([rec(1, created=T0 - 5)]),
+        events=Events(file_removed=2),
+        duration=1,
+        finished_at=T0,
+        reported_total=1,
+        invalid={"no_id": 3},
+    )
+    m.poll_failed("a", result="timeout", duration=45)
+    now[0] = T0 + 599
+    samples = parse_metrics(generate_latest(m.registry).decode())
+    assert (
+        value(
+            samples,
+            "vms_downloads",
+            target="a",
+            status="in_progress",
+            stream_type="high",
+            file_exists="true",
+        )
+        == 1
+    )
+    assert value(samples, "vms_up", target="a") == 0
+    now[0] = T0 + 601
+    samples = parse_metrics(generate_latest(m.registry).decode())
+    assert not [k for k in samples if k[0] == "vms_downloads"]
+    assert value(samples, "vms_downloads_file_removed_total", target="a") == 2
+    assert value(samples, "vms_exporter_items_invalid_total", target="a", reason="no_id") == 3
+    assert value(samples, "vms_exporter_last_poll_success_timestamp_seconds", target="a") == T0
+
+
+def test_per_camera_family_only_when_enabled() -> None:
+    plain = generate_latest(metrics_at([T0]).registry).decode()
+    assert "vms_downloads_by_camera" not in plain
+    m = metrics_at([T0], per_camera=True)
+    m.poll_succeeded(
+        "a",
+        snapshot=aggregate([rec(1)], per_camera=True),
+        events=Events(),
+        duration=1,
+        finished_at=T0,
+        reported_total=1,
+        invalid={},
+    )
+    samples = parse_metrics(generate_latest(m.registry).decode())
+    assert (
+        value(samples, "vms_downloads_by_camera", target="a", camera_id="1", status="in_progress")
+        == 1
+    )
+
+
+def test_process_collectors_are_registered() -> None:
+    m = ExporterMetrics()
+    text = generate_latest(m.registry).decode()
+    assert "process_cpu_seconds_total" in text and "python_info" in text
+
+
+def _record(**extra: object) -> logging.LogRecord:
+    record = logging.makeLogRecord(
+        {
+            "name": "exporter.poller",
+            "levelno": logging.WARNING,
+            "levelname": "WARNING",
+            "msg": "poll failed",
+        }
+    )
+    for key, val in extra.items():
+        setattr(record, key, val)
+    return record
+
+
+def test_logfmt_and_json_lines() -> None:
+    line = LogfmtFormatter().format(_record(target="main", reason='the VMS said "no"'))
+    assert 'level=warn logger=exporter.poller msg="poll failed" target=main' in line
+    assert 'reason="the VMS said \\"no\\""' in line
+    parsed = json.loads(JsonFormatter().format(_record(target="main", result="timeout")))
+    assert parsed["level"] == "warn" and parsed["target"] == "main"
+    assert parsed["result"] == "timeout" and parsed["msg"] == "poll failed"
