@@ -13,7 +13,7 @@ from exporter.config import Settings, TargetSettings
 from exporter.core import Memory, aggregate, reconcile
 from exporter.metrics import ExporterMetrics
 from exporter.vms.client import VmsClient, Window, WindowResult
-from exporter.vms.errors import PollError, PollTimeout
+from exporter.vms.errors import InvalidResponse, PollError, PollTimeout
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,11 @@ class TargetPoller:
             )
         except PollError as exc:
             return self._failed(exc, began)
+        except Exception as exc:  # a bug or an answer nobody foresaw: keep polling
+            log.exception("poll failed unexpectedly", extra={"target": self.name})
+            return self._failed(
+                InvalidResponse(f"unexpected error: {type(exc).__name__}: {exc}"), began
+            )
         return self._succeeded(result, window, started, began)
 
     def _succeeded(

@@ -1,0 +1,117 @@
+"""The poll loop: schedule, no overlap, deadline, and surviving the unforeseen."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+from pydantic import SecretStr
+
+from exporter.config import PollSettings, Settings, TargetSettings
+from exporter.metrics import ExporterMetrics
+from exporter.poller import TargetPoller
+from exporter.vms.client import Window, WindowResult
+from tests.builders import T0, rec
+
+
+class FakeClient:
+    """Stands in for VmsClient: answers after ``delay`` seconds, or raises ``error`` once."""
+
+    def __init__(self, delay: float = 0.0, error: BaseException | None = None) -> None:
+        self.delay = delay
+        self.error = error
+        self.running = 0
+        self.most_running = 0
+        self.calls = 0
+
+    async def fetch_window(self, window: Window) -> WindowResult:
+        self.calls += 1
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await asyncio.sleep(self.delay)
+            if self.error is not None:
+                error, self.error = self.error, None
+                raise error
+            return WindowResult([rec(1, created=window.keep_to - 7200)], 1, 1)
+        finally:
+            self.running -= 1
+
+    async def close(self) -> None:
+        return None
+
+
+def make_poller(fake: FakeClient, **poll: float) -> tuple[TargetPoller, ExporterMetrics]:
+    settings = Settings(
+        poll=PollSettings(**{"interval": 60, "timeout": 10, **poll}),
+        targets={
+            "t": TargetSettings(
+                url="http://127.0.0.1:9",
+                token=SecretStr("x"),
+                request_timeout=poll.get("timeout", 10) / 2,
+            )
+        },
+    )
+    metrics = ExporterMetrics(process_metrics=False)
+    poller = TargetPoller("t", settings.targets["t"], settings, metrics, clock=lambda: T0)
+    poller.client = fake  # type: ignore[assignment]
+    return poller, metrics
+
+
+def polls(metrics: ExporterMetrics, result: str) -> float | None:
+    return metrics.registry.get_sample_value(
+        "vms_exporter_polls_total", {"target": "t", "result": result}
+    )
+
+
+async def test_unexpected_error_is_one_failed_poll_and_polling_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    poller, metrics = make_poller(FakeClient(error=KeyError("stream")))
+    with caplog.at_level(logging.WARNING):
+        first = await poller.poll_once()
+    assert first.result == "invalid_response"
+    assert "KeyError" in (first.error or "")
+    assert any(r.exc_info for r in caplog.records)  # the traceback is logged for a bug report
+    second = await poller.poll_once()
+    assert second.result == "success"
+    assert polls(metrics, "invalid_response") == 1
+    assert polls(metrics, "success") == 1
+
+
+async def test_poll_deadline_is_a_timeout() -> None:
+    poller, metrics = make_poller(FakeClient(delay=5), interval=1, timeout=0.2)
+    began = time.monotonic()
+    outcome = await poller.poll_once()
+    assert outcome.result == "timeout"
+    assert time.monotonic() - began < 1.0
+    assert polls(metrics, "timeout") == 1
+
+
+async def test_polls_never_overlap_and_stop_promptly() -> None:
+    fake = FakeClient(delay=0.05)
+    poller, _ = make_poller(fake, interval=0.1, timeout=0.09, lookback=3600)
+    stop = asyncio.Event()
+    task = asyncio.create_task(poller.run(stop))
+    await asyncio.sleep(0.5)
+    stop.set()
+    began = time.monotonic()
+    await asyncio.wait_for(task, 2)
+    assert time.monotonic() - began < 0.2
+    assert fake.most_running == 1
+    assert 3 <= fake.calls <= 6  # start to start every 0.1 s
+
+
+async def test_first_delay_staggers_the_start() -> None:
+    fake = FakeClient()
+    poller, _ = make_poller(fake)
+    stop = asyncio.Event()
+    task = asyncio.create_task(poller.run(stop, first_delay=0.3))
+    await asyncio.sleep(0.1)
+    assert fake.calls == 0
+    await asyncio.sleep(0.35)
+    assert fake.calls == 1
+    stop.set()
+    await asyncio.wait_for(task, 2)
