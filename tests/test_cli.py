@@ -3,58 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
-import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from exporter import __version__
 from exporter.simulator import SimulatorConfig, start_simulator
 from tests.exporter_harness import parse_metrics
-
-DEADLINE = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.processes import DEADLINE, exporter_process, free_port, stop, wait_for
 
 
-async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "exporter",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), DEADLINE)
+async def run(*args: str) -> tuple[int, str, str]:
+    async with exporter_process(*args) as proc:
+        out, err = await asyncio.wait_for(proc.communicate(), DEADLINE)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
-
-
-async def wait_for(url: str, status: int = 200) -> str:
-    """Poll ``url`` until it answers ``status`` (bounded by DEADLINE)."""
-    deadline = time.monotonic() + DEADLINE
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(url) as response:
-                    if response.status == status:
-                        return await response.text()
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"{url} did not answer {status} within {DEADLINE}s")
 
 
 @pytest.fixture
@@ -142,62 +108,26 @@ async def test_serves_metrics_and_stops_on_sigterm_within_2s(
 ) -> None:
     port = free_port()
     path = config_file(tmp_path, simulator_url)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "exporter",
-        "--config.file",
-        str(path),
-        "--web.listen-address",
-        f"127.0.0.1:{port}",
-        "--log.format",
-        "json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
+    args = ("--config.file", str(path), "--web.listen-address", f"127.0.0.1:{port}")
+    async with exporter_process(*args, "--log.format", "json") as proc:
         await wait_for(f"http://127.0.0.1:{port}/-/ready")
         samples = parse_metrics(await wait_for(f"http://127.0.0.1:{port}/metrics"))
-        assert samples[("vms_up", frozenset({("target", "main")}))] == 1
-        started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(proc.wait(), DEADLINE)
-        elapsed = time.monotonic() - started
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    _, err = await proc.communicate()
+        code, elapsed, _, err = await stop(proc, signal.SIGTERM)
+    assert samples[("vms_up", frozenset({("target", "main")}))] == 1
     assert code == 0
     assert elapsed < 2.0, f"took {elapsed:.2f}s to stop"
-    assert '"msg": "exporter started"' in err.decode()
-    assert "demo" not in err.decode().replace('"target": "main"', "")
+    assert '"msg": "exporter started"' in err
+    assert "demo" not in err.replace('"target": "main"', "")
 
 
 async def test_demo_shows_every_status_within_seconds() -> None:
     port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "exporter",
-        "--demo",
-        "--web.listen-address",
-        f"127.0.0.1:{port}",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
+    async with exporter_process("--demo", "--web.listen-address", f"127.0.0.1:{port}") as proc:
         await wait_for(f"http://127.0.0.1:{port}/-/ready")
         samples = parse_metrics(await wait_for(f"http://127.0.0.1:{port}/metrics"))
-        proc.send_signal(signal.SIGINT)
-        code = await asyncio.wait_for(proc.wait(), DEADLINE)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    out, _ = await proc.communicate()
+        code, _, out, _ = await stop(proc, signal.SIGINT)
     assert code == 0
-    assert f"http://127.0.0.1:{port}/metrics" in out.decode()
+    assert f"http://127.0.0.1:{port}/metrics" in out
     by_status: dict[str, float] = {}
     for (name, labels), number in samples.items():
         if name == "vms_downloads":
@@ -208,30 +138,9 @@ async def test_demo_shows_every_status_within_seconds() -> None:
 
 async def test_simulate_runs_the_simulator_alone() -> None:
     port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "exporter",
-        "simulate",
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--downloads",
-        "50",
-        "--seed",
-        "4",
-        "--token",
-        "t0k",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
+    args = ("--listen", f"127.0.0.1:{port}", "--downloads", "50", "--seed", "4", "--token", "t0k")
+    async with exporter_process("simulate", *args) as proc:
         await wait_for(f"http://127.0.0.1:{port}/api/v1/users/downloads", status=401)
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(proc.wait(), DEADLINE)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    out, _ = await proc.communicate()
+        code, _, out, _ = await stop(proc)
     assert code == 0
-    assert f"VMS_EXPORTER_URL=http://127.0.0.1:{port}" in out.decode()
+    assert f"VMS_EXPORTER_URL=http://127.0.0.1:{port}" in out

@@ -1,0 +1,67 @@
+"""Running ``python -m exporter …`` as a real process, bounded in time, never left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+
+DEADLINE = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_for(url: str, status: int = 200, deadline: float = DEADLINE) -> str:
+    """Poll ``url`` until it answers ``status``; fail after ``deadline`` seconds."""
+    until = time.monotonic() + deadline
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < until:
+            try:
+                async with session.get(url) as response:
+                    if response.status == status:
+                        return await response.text()
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} did not answer {status} within {deadline}s")
+
+
+@asynccontextmanager
+async def exporter_process(*args: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``python -m exporter *args`` with stdout/stderr piped; killed if still running at exit."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "exporter",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def stop(
+    proc: asyncio.subprocess.Process, sig: int = signal.SIGTERM
+) -> tuple[int, float, str, str]:
+    """Send ``sig``; return the exit code, seconds until exit, stdout and stderr."""
+    started = time.monotonic()
+    proc.send_signal(sig)
+    out, err = await asyncio.wait_for(proc.communicate(), DEADLINE)
+    elapsed = time.monotonic() - started
+    assert proc.returncode is not None
+    return proc.returncode, elapsed, out.decode(), err.decode()
