@@ -175,10 +175,26 @@ async def serve(
     if announce is not None:
         announce(addresses)
     stagger = min(MAX_STAGGER, settings.poll.interval / len(pollers))
+    died: list[str] = []
+
+    def check_alive(task: asyncio.Task[None]) -> None:
+        """A poll loop must never end on its own: stop loudly rather than go stale quietly."""
+        if task.cancelled() or stop.is_set():
+            return
+        log.error(
+            "a poll loop ended unexpectedly",
+            exc_info=task.exception(),
+            extra={"task": task.get_name()},
+        )
+        died.append(task.get_name())
+        stop.set()
+
     tasks = [
         asyncio.create_task(poller.run(stop, first_delay=i * stagger), name=f"poll-{poller.name}")
         for i, poller in enumerate(pollers)
     ]
+    for task in tasks:
+        task.add_done_callback(check_alive)
     await stop.wait()
     log.info("stopping")
     for task in tasks:
@@ -187,7 +203,7 @@ async def serve(
     await runner.cleanup()
     for poller in pollers:
         await poller.close()
-    return 0
+    return 1 if died else 0
 
 
 def _describe(outcome: PollOutcome) -> str:
@@ -246,7 +262,9 @@ async def _demo(args: argparse.Namespace) -> int:
     simulator = await start_simulator(sim_config, "127.0.0.1", 0)
     listen = args.listen_address or DEMO_LISTEN
     try:
-        settings = Settings(
+        # model_construct: the demo's own settings, untouched by VMS_EXPORTER_* variables
+        # (each part is validated by its own model).
+        settings = Settings.model_construct(
             web=WebSettings(listen_address=listen),
             poll=PollSettings(interval=5, timeout=4, lookback=86400, max_staleness=60),
             metrics=MetricsSettings(per_camera=True, max_cameras=50),

@@ -6,8 +6,10 @@ the CLI prints them and exits 2 before anything listens or polls.
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import ssl
 import tomllib
 import uuid
 from collections.abc import Mapping
@@ -52,6 +54,8 @@ _SECTIONS = ("WEB", "POLL", "METRICS", "TARGETS")
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+MAX_DURATION = 366 * 86400.0
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TARGET_NAME = re.compile(r"[a-z0-9_]+")
 _FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("_FILE_DATA", default=None)
 
@@ -87,8 +91,10 @@ def parse_duration(value: object) -> float:
                 ) from None
     else:
         raise ValueError(f"expected a duration such as '30s', got {type(value).__name__}")
-    if seconds <= 0:
+    if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"duration must be positive, got {value!r}")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"duration must not exceed 1 year, got {value!r}")
     return seconds
 
 
@@ -155,7 +161,7 @@ class TargetSettings(_Section):
     per_page: int = Field(default=100, ge=1, le=10_000)
     concurrency: int = Field(default=4, ge=1, le=64)
     request_timeout: Duration = 10.0
-    max_rps: float = Field(default=0.0, ge=0)
+    max_rps: float = Field(default=0.0, ge=0, le=10_000, allow_inf_nan=False)
     max_pages: int = Field(default=1000, ge=1)
     tls_verify: bool = True
     ca_file: Path | None = None
@@ -174,6 +180,15 @@ class TargetSettings(_Section):
     def _check_path(cls, value: str) -> str:
         if not value.startswith("/") or "?" in value or "#" in value:
             raise ValueError(f"expected an absolute path such as /api/v1/downloads, got {value!r}")
+        return value
+
+    @field_validator("token", "password")
+    @classmethod
+    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and (
+            not value.get_secret_value() or _CONTROL.search(value.get_secret_value())
+        ):
+            raise ValueError("must be non-empty, without line breaks or control characters")
         return value
 
     @field_validator("timezone")
@@ -304,9 +319,10 @@ def parse_listen_address(value: str) -> tuple[str | None, int]:
 def read_secret_file(path: Path) -> str:
     """The first line of a secret file, stripped; errors never include the content."""
     text = path.read_text(encoding="utf-8").strip()
-    if not text:
-        raise ValueError(f"{path} is empty")
-    return text.splitlines()[0].strip()
+    first = text.splitlines()[0].strip() if text else ""
+    if not first or _CONTROL.search(first):
+        raise ValueError(f"{path} is empty or has control characters")
+    return first
 
 
 def _locate_file(explicit: Path | None, environ: Mapping[str, str]) -> Path | None:
@@ -329,15 +345,17 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([f"--config.file: {path}: {exc.strerror}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"--config.file: {path}: not valid TOML: {exc}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"--config.file: {path}: not UTF-8 text"]) from None
 
 
 def _environment_problems(environ: Mapping[str, str]) -> list[str]:
     """Unknown top-level ``VMS_EXPORTER_*`` variables (nested ones pydantic reports itself)."""
     problems = []
     for key in sorted(environ):
-        if not key.startswith(ENV_PREFIX):
+        if not key.upper().startswith(ENV_PREFIX):
             continue
-        rest = key[len(ENV_PREFIX) :]
+        rest = key[len(ENV_PREFIX) :].upper()
         if rest == "CONFIG" or rest in SHORTHAND_KEYS:
             continue
         section = rest.split("__", 1)[0]
@@ -347,10 +365,12 @@ def _environment_problems(environ: Mapping[str, str]) -> list[str]:
 
 
 def _shorthand_target(environ: Mapping[str, str]) -> dict[str, str]:
+    """The single-target shorthand, matched case-insensitively like every other variable."""
+    upper = {key.upper(): value for key, value in environ.items()}
     return {
-        field: environ[ENV_PREFIX + var]
+        field: upper[ENV_PREFIX + var]
         for var, field in SHORTHAND_KEYS.items()
-        if environ.get(ENV_PREFIX + var)
+        if upper.get(ENV_PREFIX + var)
     }
 
 
@@ -384,7 +404,7 @@ def load_settings(
     data: dict[str, Any] = _read_toml(path) if path is not None else {}
     shorthand = _shorthand_target(env)
     if shorthand:
-        if data.get("targets") or any(k.startswith(ENV_PREFIX + "TARGETS__") for k in env):
+        if data.get("targets") or any(k.upper().startswith(ENV_PREFIX + "TARGETS__") for k in env):
             problems.append(
                 "VMS_EXPORTER_URL: the single-target shorthand (VMS_EXPORTER_URL, _TOKEN, …) "
                 "cannot be mixed with [targets.*] from a file or VMS_EXPORTER_TARGETS__*"
@@ -418,12 +438,16 @@ def _check_files(settings: Settings) -> None:
                 continue
             try:
                 if key == "ca_file":
-                    path.read_bytes()
+                    ssl.create_default_context(cafile=str(path))
                 else:
                     read_secret_file(path)
+            except ssl.SSLError:
+                problems.append(f"targets.{name}.{key}: {path} holds no PEM certificate")
             except OSError as exc:
                 problems.append(f"targets.{name}.{key}: cannot read {path}: {exc.strerror}")
             except (ValueError, UnicodeDecodeError):
-                problems.append(f"targets.{name}.{key}: {path} is empty or not text")
+                problems.append(
+                    f"targets.{name}.{key}: {path} is empty, not text, or has control characters"
+                )
     if problems:
         raise ConfigError(problems)

@@ -55,6 +55,7 @@ class TargetPoller:
         self._memory: Memory | None = None
         self._last_result: str | None = None
         self._reported_reasons: set[str] = set()
+        self._reported_bugs: set[type[BaseException]] = set()
         self._newest_created: float | None = None
         self.last: PollOutcome | None = None
         self.last_success: PollOutcome | None = None
@@ -64,15 +65,16 @@ class TargetPoller:
         metrics.add_target(name, self._poll.lookback)
 
     async def poll_once(self) -> PollOutcome:
-        """One whole poll within ``poll.timeout``; never raises a PollError."""
+        """One whole poll within ``poll.timeout``; only cancellation escapes it."""
         started = self._clock()
         began = time.monotonic()
-        window = Window.at(
-            datetime.fromtimestamp(started, UTC), self._poll.lookback, self.target.timezone
-        )
         try:
+            window = Window.at(
+                datetime.fromtimestamp(started, UTC), self._poll.lookback, self.target.timezone
+            )
             async with asyncio.timeout(self._poll.timeout):
                 result = await self.client.fetch_window(window)
+            return self._succeeded(result, window, started, began)
         except TimeoutError:
             return self._failed(
                 PollTimeout(f"the poll did not finish within poll.timeout={self._poll.timeout:g}s"),
@@ -80,12 +82,13 @@ class TargetPoller:
             )
         except PollError as exc:
             return self._failed(exc, began)
-        except Exception as exc:  # a bug or an answer nobody foresaw: keep polling
-            log.exception("poll failed unexpectedly", extra={"target": self.name})
-            return self._failed(
-                InvalidResponse(f"unexpected error: {type(exc).__name__}: {exc}"), began
+        except Exception as exc:  # a bug of ours or an answer nobody foresaw: keep polling
+            error = InvalidResponse(
+                f"unexpected error in the exporter (please report it): {type(exc).__name__}: {exc}"
             )
-        return self._succeeded(result, window, started, began)
+            first_time = type(exc) not in self._reported_bugs
+            self._reported_bugs.add(type(exc))
+            return self._failed(error, began, traceback=exc if first_time else None)
 
     def _succeeded(
         self, result: WindowResult, window: Window, started: float, began: float
@@ -140,11 +143,16 @@ class TargetPoller:
         )
         return self.last
 
-    def _failed(self, error: PollError, began: float) -> PollOutcome:
+    def _failed(
+        self, error: PollError, began: float, traceback: BaseException | None = None
+    ) -> PollOutcome:
+        """Count and log (one line; with the traceback of a bug the first time) a failed poll."""
         duration = time.monotonic() - began
         self._metrics.poll_failed(self.name, result=error.result, duration=duration)
-        log.warning(
+        log.log(
+            logging.ERROR if traceback else logging.WARNING,
             "poll failed",
+            exc_info=traceback,
             extra={"target": self.name, "result": error.result, "reason": str(error)},
         )
         self._last_result = error.result

@@ -208,6 +208,49 @@ async def test_too_many_pages_is_limit_exceeded(
     assert len(requests_to(mock)) == 1
 
 
+async def test_within_a_poll_the_newer_copy_of_an_id_wins(
+    mock: aioresponses, make_client: Callable[..., VmsClient]
+) -> None:
+    newer = item(7, "completed", created=T0 - 100, updated=T0 - 10)
+    older = item("7", "in progress", created=T0 - 100, updated=T0 - 90)
+    mock.get(LIST, callback=pages_of([newer, item(8), older, item(9)], 2), repeat=True)
+    result = await make_client().fetch_window(window())
+    assert {d.id: d.status for d in result.downloads}["7"] == "completed"
+    mock.clear()
+    mock.get(LIST, callback=pages_of([older, item(8), newer, item(9)], 2), repeat=True)
+    result = await make_client().fetch_window(window())
+    assert {d.id: d.status for d in result.downloads}["7"] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("ident", "kept_as"),
+    [
+        (6414, "6414"),
+        ("6414", "6414"),
+        (" 006414 ", "6414"),
+        (6414.0, "6414"),
+        ("²", "²"),
+        ("abc-1", "abc-1"),
+        ("9" * 5000, None),
+        ("", None),
+        (True, None),
+        ([1], None),
+    ],
+)
+async def test_odd_ids_never_fail_the_page(
+    mock: aioresponses,
+    make_client: Callable[..., VmsClient],
+    ident: object,
+    kept_as: str | None,
+) -> None:
+    odd = item(ident, camera="①")
+    mock.get(LIST, payload=page([odd, item(1)], per_page=10))
+    result = await make_client(per_page=10).fetch_window(window())
+    ids = {d.id for d in result.downloads}
+    assert ids == ({"1", kept_as} if kept_as else {"1"})
+    assert result.invalid["no_id"] == (0 if kept_as else 1)
+
+
 async def test_invalid_items_are_counted_and_the_rest_kept(
     mock: aioresponses, make_client: Callable[..., VmsClient]
 ) -> None:
@@ -251,6 +294,7 @@ async def test_invalid_items_are_counted_and_the_rest_kept(
         ('{"meta": {"last_page": 1, "total": 0}}', "no 'data' list"),
         ('{"data": []}', "no 'meta' object"),
         ('{"data": [], "meta": {"last_page": "x", "total": 0}}', "last_page"),
+        ('{"data": [], "meta": {"last_page": 1, "total": "\u00b2"}}', "total"),
     ],
 )
 async def test_garbage_bodies_are_invalid_response(
@@ -264,16 +308,26 @@ async def test_garbage_bodies_are_invalid_response(
 
 
 async def test_5xx_and_connection_errors_are_retried_with_backoff(
-    mock: aioresponses, make_client: Callable[..., VmsClient], sleeps: list[float]
+    mock: aioresponses,
+    make_client: Callable[..., VmsClient],
+    sleeps: list[float],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    drawn: list[tuple[float, float]] = []
+
+    def widest(low: float, high: float) -> float:  # full jitter drawn at its upper bound
+        drawn.append((low, high))
+        return high
+
+    monkeypatch.setattr("exporter.vms.client.random.uniform", widest)
     mock.get(LIST, status=503)
     mock.get(LIST, exception=ConnectionResetError("reset"))
     mock.get(LIST, payload=page([item(1)]))
     client = make_client()
     result = await client.fetch_window(window())
-    await client.close()
     assert [d.id for d in result.downloads] == ["1"]
-    assert len(sleeps) == 2 and all(0 <= s <= 2 for s in sleeps)
+    assert drawn == [(0, 0.5), (0, 1.0)]  # exponential, from zero (full jitter)
+    assert sleeps == [0.5, 1.0]
 
 
 async def test_5xx_after_the_retries_is_http_error(
@@ -384,6 +438,21 @@ async def test_401_rereads_a_rotated_token_file_and_retries_once(
         "Bearer old-token",
         "Bearer new-token",
     ]
+
+
+async def test_login_is_never_retried(
+    mock: aioresponses, make_client: Callable[..., VmsClient]
+) -> None:
+    """A login the VMS accepted but answered slowly would open another session."""
+    mock.post(TOKEN_URL, timeout=True, repeat=True)
+    client = make_client(**login_target())
+    with pytest.raises(PollTimeout):
+        await client.fetch_window(window())
+    mock.clear()
+    mock.post(TOKEN_URL, status=503, repeat=True)
+    with pytest.raises(HttpError, match="login failed"):
+        await client.fetch_window(window())
+    assert len(requests_to(mock, TOKEN_URL)) == 2  # one per poll, never a retry
 
 
 def login_target() -> dict[str, Any]:

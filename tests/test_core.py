@@ -177,18 +177,3 @@ def test_file_removal_of_completed_download() -> None:
         T0 + 60,
     )
     assert events["removed"] == 1
-
-
-def test_unfinished_poll_changes_nothing_because_it_is_never_passed() -> None:
-    memory, _ = poll(None, [rec(1)], T0)
-    before = dict(memory.records)
-    # the poller simply does not call reconcile for a failed poll; memory is immutable
-    out = reconcile(
-        memory,
-        [rec(1, "completed", updated=T0 + 5)],
-        poll_started=T0 + 60,
-        window_start=T0 - LOOKBACK,
-        seen_at=T0 + 65,
-    )
-    assert dict(memory.records) == before
-    assert out.memory.records["1"].status == "completed"

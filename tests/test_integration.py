@@ -244,6 +244,16 @@ async def test_endpoints_ready_healthy_landing_and_negotiation() -> None:
             assert b"vms_up" in gzip.decompress(await response.read())
 
 
+async def test_ready_after_a_failed_first_poll_too() -> None:
+    async with exporter_on_simulator() as h:
+        await h.sim_faults(unauthorized=True)
+        assert (await h.poller.poll_once()).result == "unauthorized"
+        status, _, _ = await h.get("/-/ready")
+        _, page, _ = await h.get("/")
+    assert status == 200
+    assert "unauthorized" in page and "401" in page
+
+
 async def test_token_never_in_logs_metrics_or_pages(caplog: pytest.LogCaptureFixture) -> None:
     secret = "demo"  # the simulator's token; any log line with "Bearer demo" is a leak
     caplog.set_level(logging.DEBUG)

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
+from typing import Any
 
 import pytest
+from aioresponses import CallbackResult, aioresponses
 from pydantic import SecretStr
 
 from exporter.config import PollSettings, Settings, TargetSettings
 from exporter.metrics import ExporterMetrics
 from exporter.poller import TargetPoller
-from exporter.vms.client import Window, WindowResult
-from tests.builders import T0, rec
+from exporter.vms.client import VmsClient, Window, WindowResult
+from tests.builders import T0, item, page, rec
 
 
 class FakeClient:
@@ -69,16 +72,59 @@ def polls(metrics: ExporterMetrics, result: str) -> float | None:
 async def test_unexpected_error_is_one_failed_poll_and_polling_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    poller, metrics = make_poller(FakeClient(error=KeyError("stream")))
+    fake = FakeClient(error=KeyError("stream"))
+    poller, metrics = make_poller(fake)
     with caplog.at_level(logging.WARNING):
         first = await poller.poll_once()
+        fake.error = KeyError("again")
+        await poller.poll_once()
     assert first.result == "invalid_response"
     assert "KeyError" in (first.error or "")
-    assert any(r.exc_info for r in caplog.records)  # the traceback is logged for a bug report
+    assert len(caplog.records) == 2  # one line per failed poll
+    assert [bool(r.exc_info) for r in caplog.records] == [True, False]  # traceback once
     second = await poller.poll_once()
     assert second.result == "success"
-    assert polls(metrics, "invalid_response") == 1
+    assert polls(metrics, "invalid_response") == 2
     assert polls(metrics, "success") == 1
+
+
+async def test_a_poll_that_fails_midway_changes_nothing() -> None:
+    """Page 1 read, page 2 refused: no event, no memory change; the next success counts once."""
+    pattern = re.compile(r"^http://127\.0\.0\.1:9/api/v1/users/downloads\?.*$")
+    poller, metrics = make_poller(FakeClient())
+    poller.client = VmsClient("t", poller.target)
+    created = T0 - 600
+    first = [item(1, created=created), item(2, created=created)]
+    done = [item(1, "completed", created=created, updated=T0 - 1), item(2, created=created)]
+
+    def pages(items: list[dict[str, Any]], fail_page_2: bool) -> Any:
+        def serve(_: Any, **kwargs: Any) -> CallbackResult:
+            number = int(kwargs["params"]["page"])
+            if number == 2 and fail_page_2:
+                return CallbackResult(status=422, payload={"errors": {"page": ["too far"]}})
+            return CallbackResult(
+                payload=page(items[number - 1 : number], page_no=number, last_page=2, per_page=1)
+            )
+
+        return serve
+
+    def finished() -> float | None:
+        return metrics.registry.get_sample_value(
+            "vms_downloads_finished_total", {"target": "t", "status": "completed"}
+        )
+
+    with aioresponses() as mock:
+        mock.get(pattern, callback=pages(first, False), repeat=True)
+        assert (await poller.poll_once()).result == "success"  # baseline
+        mock.clear()
+        mock.get(pattern, callback=pages(done, True), repeat=True)
+        assert (await poller.poll_once()).result == "validation_error"
+        assert finished() == 0
+        mock.clear()
+        mock.get(pattern, callback=pages(done, False), repeat=True)
+        assert (await poller.poll_once()).result == "success"
+        assert finished() == 1
+        await poller.close()
 
 
 async def test_poll_deadline_is_a_timeout() -> None:

@@ -89,7 +89,8 @@ class ServiceAccount:
     async def _log_in(self) -> str:
         if self._logged_in_this_poll:
             raise Unauthorized(
-                "login refused earlier in this poll; not trying again until the next"
+                "the VMS rejected the token of this poll's login (or the login failed); "
+                "not logging in again until the next poll"
             )
         self._logged_in_this_poll = True
         self._token = None

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import random
+import re
 import ssl
 import time
 from collections import Counter
@@ -51,6 +52,7 @@ BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
 MAX_RETRY_AFTER = 30.0
 _QUERY_FORMAT = "%Y-%m-%d %H:%M:%S"
+_COUNT = re.compile(r"[0-9]{1,15}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +102,7 @@ def _as_count(value: object) -> int | None:
         return None
     if isinstance(value, int):
         return value if value >= 0 else None
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and _COUNT.fullmatch(value):
         return int(value)
     return None
 
@@ -125,7 +127,7 @@ def read_page(body: object) -> tuple[list[Any], _PageMeta]:
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
-    if value.strip().isdigit():
+    if _COUNT.fullmatch(value.strip()):
         return float(value)
     try:
         when = parsedate_to_datetime(value)
@@ -234,9 +236,11 @@ class VmsClient:
         reported_total, last_page, fetched = meta.total, meta.last_page, 1
         semaphore = asyncio.Semaphore(self._target.concurrency)
 
-        async def page(number: int) -> tuple[list[Any], _PageMeta]:
+        async def page(number: int) -> _PageMeta:
             async with semaphore:
-                return read_page(await self._get_page(number, window))
+                items, meta = read_page(await self._get_page(number, window))
+            take(items)  # at once, so that each decoded page is freed as soon as it is read
+            return meta
 
         # Items created while paging push others to later pages: if a later page
         # reports more pages than page 1 did, fetch those too.
@@ -253,9 +257,7 @@ class VmsClient:
             except BaseExceptionGroup as exc:
                 raise _first_error(exc) from None
             for task in tasks:
-                items, meta = task.result()
-                take(items)
-                last_page = max(last_page, meta.last_page)
+                last_page = max(last_page, task.result().last_page)
             fetched = numbers[-1]
         return WindowResult(list(kept.values()), reported_total, fetched, invalid)
 
@@ -313,9 +315,10 @@ class VmsClient:
 
     async def _log_in(self, login: str, password: str) -> str:
         payload = {"login": login, "password": password, "session_id": None}
-        # A 429 here means too many sessions, not a rate limit: never retried.
+        # Never retried: a login the VMS accepted but answered slowly would open a
+        # second session, and a 429 here means too many sessions, not a rate limit.
         status, body = await self._send(
-            "POST", self._target.url + TOKEN_PATH, json_body=payload, retry_429=False
+            "POST", self._target.url + TOKEN_PATH, json_body=payload, attempts=1
         )
         if status == 200:
             try:
@@ -347,12 +350,12 @@ class VmsClient:
         params: dict[str, str] | None = None,
         json_body: dict[str, Any] | None = None,
         token: str | None = None,
-        retry_429: bool = True,
+        attempts: int = MAX_ATTEMPTS,
     ) -> tuple[int, bytes]:
-        """One request with retries on connection errors, timeouts, 5xx and 429."""
+        """One request with up to ``attempts`` tries on connection errors, timeouts, 5xx, 429."""
         session = self._open()
         headers = {"Authorization": f"Bearer {token}"} if token is not None else None
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        for attempt in range(1, attempts + 1):
             await self._limiter.acquire()
             delay: float | None = None
             try:
@@ -367,28 +370,28 @@ class VmsClient:
                     body = await response.read()
                     self._on_response(str(response.status))
                     status = response.status
-                    if status == 429 and retry_429:
+                    if status == 429 and attempts > 1:
                         delay = _retry_after(response.headers.get("Retry-After"))
                         if delay is not None and delay > MAX_RETRY_AFTER:
                             raise LimitExceeded(f"rate limited (429), asked to wait {delay:.0f}s")
-                        if attempt == MAX_ATTEMPTS:
+                        if attempt == attempts:
                             raise LimitExceeded(
                                 f"still rate limited (429) after {attempt} attempts"
                             )
-                    elif status >= 500 and attempt < MAX_ATTEMPTS:
+                    elif status >= 500 and attempt < attempts:
                         pass
                     else:
                         return status, body
             except TimeoutError:
                 self._on_response("error")
-                if attempt == MAX_ATTEMPTS:
+                if attempt == attempts:
                     raise PollTimeout(
                         f"no answer within request_timeout={self._target.request_timeout:g}s "
                         f"({attempt} attempts)"
                     ) from None
             except (aiohttp.ClientError, OSError) as exc:
                 self._on_response("error")
-                if attempt == MAX_ATTEMPTS:
+                if attempt == attempts:
                     raise ConnectionFailed(
                         f"cannot reach the VMS: {type(exc).__name__}: {exc} ({attempt} attempts)"
                     ) from None

@@ -6,6 +6,7 @@ already normalised; the parsed JSON is dropped as soon as a page is read.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -21,6 +22,8 @@ STREAM_TYPES: Final = ("high", "low", "unknown")
 FILE_EXISTS: Final = ("true", "false", "unknown")
 INVALID_REASONS: Final = ("not_an_object", "no_id", "bad_created_at")
 
+MAX_ID_LENGTH = 64
+_DECIMAL = re.compile(r"[0-9]+")
 _STATUS_BY_API = {"in progress": IN_PROGRESS, "in_progress": IN_PROGRESS}
 _STATUS_BY_API.update({s: s for s in TERMINAL_STATUSES})
 
@@ -56,9 +59,11 @@ def normalize_id(value: object) -> str | None:
         return str(int(value)) if value.is_integer() else None
     if isinstance(value, str):
         text = value.strip()
-        if text.isdigit():
-            return str(int(text))
-        return text or None
+        if not text or len(text) > MAX_ID_LENGTH:
+            return None
+        if _DECIMAL.fullmatch(text):
+            return text.lstrip("0") or "0"
+        return text
     return None
 
 
