@@ -12,6 +12,7 @@ import pytest
 
 from exporter.simulator import SimulatorConfig
 from tests.exporter_harness import Samples, exporter_on_simulator, value
+from tests.promql_names import exposition_metric_names, unknown_metric_names, used_metric_names
 
 STATUS = {"in progress": "in_progress", "completed": "completed", "failed": "failed"}
 
@@ -267,3 +268,14 @@ async def test_token_never_in_logs_metrics_or_pages(caplog: pytest.LogCaptureFix
     for text in (logged, metrics_text, page):
         assert f"Bearer {secret}" not in text
         assert "'demo'" not in text
+
+
+async def test_every_metric_of_the_dashboard_and_rules_exists_in_the_output() -> None:
+    """A rename in the exporter must not silently break a panel or an alert."""
+    async with exporter_on_simulator(metrics={"per_camera": True}) as h:
+        await h.poller.poll_once()
+        _, text, _ = await h.get("/metrics")
+    used = used_metric_names()
+    assert len(used) >= 15
+    missing = unknown_metric_names(used, exposition_metric_names(text))
+    assert not missing, {name: used[name] for name in missing}
