@@ -114,25 +114,25 @@ class ExporterMetrics:
             PlatformCollector(registry=r)
         r.register(_WindowCollector(self))
         self.created = Counter(
-            "vms_downloads_created",
+            "vms_downloads_created_total",
             "Downloads first seen after the baseline poll" + BACKGROUND,
             ["target", "stream_type"],
             registry=r,
         )
         self.finished = Counter(
-            "vms_downloads_finished",
+            "vms_downloads_finished_total",
             "Downloads seen entering a terminal status" + BACKGROUND,
             ["target", "status"],
             registry=r,
         )
         self.file_removed = Counter(
-            "vms_downloads_file_removed",
+            "vms_downloads_file_removed_total",
             "Completed downloads whose file was seen going from existing to missing" + BACKGROUND,
             ["target"],
             registry=r,
         )
         self.aged_out = Counter(
-            "vms_downloads_aged_out_in_progress",
+            "vms_downloads_aged_out_in_progress_total",
             "Downloads that left the lookback window while still in progress" + BACKGROUND,
             ["target"],
             registry=r,
@@ -162,13 +162,13 @@ class ExporterMetrics:
             registry=r,
         )
         self.polls = Counter(
-            "vms_exporter_polls",
+            "vms_exporter_polls_total",
             "Background polls of the VMS by result",
             ["target", "result"],
             registry=r,
         )
         self.api_requests = Counter(
-            "vms_exporter_api_requests",
+            "vms_exporter_api_requests_total",
             "HTTP requests to the VMS by status code (error when no response)",
             ["target", "code"],
             registry=r,
@@ -180,7 +180,7 @@ class ExporterMetrics:
             registry=r,
         )
         self.items_invalid = Counter(
-            "vms_exporter_items_invalid",
+            "vms_exporter_items_invalid_total",
             "Items of the VMS answer skipped because they could not be used, by reason",
             ["target", "reason"],
             registry=r,
