@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from exporter.simulator.auth import BadCredentials, SessionLimit, TokenStore
-from exporter.simulator.clock import Clock, wall_clock
+from exporter.simulator.clock import Clock, WallClock
 from exporter.simulator.config import LOGIN_PATH, Faults, SimulatorConfig
 from exporter.simulator.dataset import Dataset
 from exporter.simulator.faults import FaultState
@@ -208,7 +208,7 @@ async def _input(request: web.Request) -> dict[str, object]:
 
 def create_app(config: SimulatorConfig, clock: Clock | None = None) -> web.Application:
     """The simulated VMS as an aiohttp application; its dataset is generated here."""
-    simulator = Simulator(config, clock or wall_clock)
+    simulator = Simulator(config, clock or WallClock())
     app = web.Application(middlewares=[_laravel_errors])
     app.router.add_get(config.path, simulator.list_downloads)
     app.router.add_post(LOGIN_PATH, simulator.token)

@@ -9,8 +9,15 @@ Clock = Callable[[], float]
 """Returns the current time as UTC epoch seconds. It must never go backwards."""
 
 
-def wall_clock() -> float:
-    return time.time()
+class WallClock:
+    """The system clock, held still rather than stepping back (an NTP correction)."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+
+    def __call__(self) -> float:
+        self._last = max(self._last, time.time())
+        return self._last
 
 
 class ManualClock:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_PATH = "/api/v1/users/downloads"
+MAX_LATENCY = 600.0
 LOGIN_PATH = "/api/v1/token"
 
 
@@ -38,7 +39,12 @@ class Faults:
     """Every download created while this is on fails within seconds."""
 
     def __post_init__(self) -> None:
-        _check(_is_number(self.latency) and self.latency >= 0, "latency", ">= 0", self.latency)
+        _check(
+            _is_number(self.latency) and 0 <= self.latency <= MAX_LATENCY,
+            "latency",
+            f"between 0 and {MAX_LATENCY:g} seconds",
+            self.latency,
+        )
         for name in ("error_rate", "rate_limit_rate", "truncate_rate"):
             value = getattr(self, name)
             _check(_is_number(value) and 0 <= value <= 1, name, "between 0 and 1", value)

@@ -168,14 +168,20 @@ async def test_the_server_zone_is_configurable(
 
 
 async def test_video_spans_are_written_in_the_server_zone(
-    http: aiohttp.ClientSession, sim: RunningSimulator
+    http: aiohttp.ClientSession, simulate: Start
 ) -> None:
-    items = await fetch_all(http, sim)
+    """The same dataset in two zones: the same instants, wall-clock digits 9 h apart."""
+    utc = await fetch_all(http, await simulate(server_timezone="UTC", downloads=50))
+    tokyo = await fetch_all(http, await simulate(server_timezone="Asia/Tokyo", downloads=50))
 
-    for item in items:
-        span_end = datetime.strptime(item["to"], "%Y-%m-%d %H:%M:%S")
-        span_end = span_end.replace(tzinfo=ZoneInfo("Europe/Moscow"))
-        assert span_end <= created(item)  # an export is of video already recorded
+    assert [i["id"] for i in utc] == [i["id"] for i in tokyo]
+    for in_utc, in_tokyo in zip(utc, tokyo, strict=True):
+        for key in ("from", "to"):
+            shown_utc = datetime.strptime(in_utc[key], "%Y-%m-%d %H:%M:%S")
+            shown_tokyo = datetime.strptime(in_tokyo[key], "%Y-%m-%d %H:%M:%S")
+            assert shown_tokyo - shown_utc == timedelta(hours=9)
+        span_end = datetime.strptime(in_tokyo["to"], "%Y-%m-%d %H:%M:%S")
+        assert span_end.replace(tzinfo=ZoneInfo("Asia/Tokyo")) <= created(in_tokyo)
 
 
 async def test_a_capped_per_page_shows_in_meta(
