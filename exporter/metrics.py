@@ -29,6 +29,8 @@ from exporter.vms.models import INVALID_REASONS, STREAM_TYPES, TERMINAL_STATUSES
 
 BACKGROUND = " (from the exporter's background poll of the VMS, not fetched at scrape time)"
 EXPORT_DURATION_BUCKETS = (10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400)
+COMMON_CODES = ("200", "401", "422", "429", "500", "502", "503", "504", "error")
+"""Codes whose request counters exist from the start, so rate() sees their first request."""
 POLL_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
 
 
@@ -191,6 +193,12 @@ class ExporterMetrics:
             ["target"],
             registry=r,
         )
+        self.interval = Gauge(
+            "vms_exporter_poll_interval_seconds",
+            "The configured period of polls (poll.interval), so rules can scale staleness",
+            ["target"],
+            registry=r,
+        )
         build = Gauge(
             "vms_exporter_build_info",
             "Build information of the exporter; always 1",
@@ -199,7 +207,7 @@ class ExporterMetrics:
         )
         build.labels(__version__, platform.python_version()).set(1)
 
-    def add_target(self, target: str, lookback: float) -> None:
+    def add_target(self, target: str, lookback: float, interval: float) -> None:
         """Create every label set of the target at 0, so increase() sees the first event."""
         self._windows[target] = _TargetWindow()
         for stream_type in STREAM_TYPES:
@@ -213,11 +221,12 @@ class ExporterMetrics:
         self.poll_duration.labels(target)
         for result in POLL_RESULTS:
             self.polls.labels(target, result)
-        for code in ("200", "error"):
+        for code in COMMON_CODES:
             self.api_requests.labels(target, code)
         for reason in INVALID_REASONS:
             self.items_invalid.labels(target, reason)
         self.lookback.labels(target).set(lookback)
+        self.interval.labels(target).set(interval)
 
     def fresh_snapshots(self) -> Iterator[tuple[str, Snapshot]]:
         """Snapshots whose last successful poll is within ``max_staleness``."""

@@ -62,7 +62,7 @@ class TargetPoller:
         self.client = VmsClient(
             name, target, on_response=lambda code: metrics.api_response(name, code)
         )
-        metrics.add_target(name, self._poll.lookback)
+        metrics.add_target(name, self._poll.lookback, self._poll.interval)
 
     async def poll_once(self) -> PollOutcome:
         """One whole poll within ``poll.timeout``; only cancellation escapes it."""

@@ -19,7 +19,7 @@ from tests.exporter_harness import parse_metrics, value
 
 def metrics_at(now: list[float], **kwargs: object) -> ExporterMetrics:
     m = ExporterMetrics(clock=lambda: now[0], process_metrics=False, **kwargs)  # type: ignore[arg-type]
-    m.add_target("a", 86400)
+    m.add_target("a", 86400, 60)
     return m
 
 
@@ -40,6 +40,9 @@ def test_every_label_set_exists_from_the_start() -> None:
     assert value(samples, "vms_downloads_file_removed_total", target="a") == 0
     assert value(samples, "vms_downloads_aged_out_in_progress_total", target="a") == 0
     assert value(samples, "vms_up", target="a") == 0
+    assert value(samples, "vms_exporter_poll_interval_seconds", target="a") == 60
+    for code in ("200", "401", "429", "500", "error"):
+        assert value(samples, "vms_exporter_api_requests_total", target="a", code=code) == 0
     assert (
         value(
             samples,
