@@ -279,3 +279,27 @@ async def test_every_metric_of_the_dashboard_and_rules_exists_in_the_output() ->
     assert len(used) >= 15
     missing = unknown_metric_names(used, exposition_metric_names(text))
     assert not missing, {name: used[name] for name in missing}
+
+
+async def test_odd_items_are_counted_and_never_lose_the_rest_of_the_page() -> None:
+    async with exporter_on_simulator() as h:
+        truth = await h.simulator_items()
+        await h.sim_faults(odd_items_rate=1.0)  # every item odd, the way id % 5 picks
+        outcome = await h.poller.poll_once()
+        samples = await h.scrape()
+    assert outcome.result == "success", outcome.error
+    by_kind = Counter(int(i["id"]) % 5 for i in truth)
+    counts = window_counts(samples)
+    # 0: unknown status → other; 3: no stream, null file flag → unknown labels;
+    # 4: id as a string → kept as is; 1 and 2 are skipped, counted by reason.
+    assert sum(n for (status, _, _), n in counts.items() if status == "other") == by_kind[0]
+    unknown = sum(n for (_, s, f), n in counts.items() if s == "unknown" and f == "unknown")
+    assert unknown == by_kind[3]
+    assert sum(counts.values()) == by_kind[0] + by_kind[3] + by_kind[4]
+    invalid = {
+        reason: value(samples, "vms_exporter_items_invalid_total", target="main", reason=reason)
+        for reason in ("no_id", "bad_created_at")
+    }
+    # counted over the whole padded query, so at least the window's share
+    assert invalid["no_id"] is not None and invalid["no_id"] >= by_kind[1] > 0
+    assert invalid["bad_created_at"] is not None and invalid["bad_created_at"] >= by_kind[2] > 0

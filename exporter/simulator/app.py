@@ -111,7 +111,10 @@ class Simulator:
         if self.config.per_page_cap is not None:
             per_page = min(per_page, self.config.per_page_cap)
         window = self.dataset.window(query.start, query.end)
-        body = self.renderer.page(window, query.page, per_page, now)
+        rate = faults.odd_items_rate
+        body = self.renderer.page(
+            window, query.page, per_page, now, odd=lambda: self.faults.hits(rate)
+        )
         if self.faults.hits(faults.truncate_rate):
             body = body[: self.faults.cut_point(len(body))]
         return web.Response(body=body, content_type="application/json")

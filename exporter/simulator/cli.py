@@ -89,6 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("--retry-after", f"Retry-After seconds sent with a 429 (default {f.retry_after})",
          {"type": int, "metavar": "SECONDS"}),
         ("--truncate-rate", "fault: share of list bodies cut mid-JSON (default 0)", ratio),
+        ("--odd-items-rate", "fault: share of items sent with odd or broken fields (default 0)",
+         ratio),
         ("--fail-new-exports", "fault: every download created from now on fails", switch),
     ]  # fmt: skip
     for flag, help_text, kwargs in options:

@@ -35,6 +35,9 @@ class Faults:
     retry_after: int = 1
     truncate_rate: float = 0.0
     """Fraction of 200 list bodies cut off mid-JSON."""
+    odd_items_rate: float = 0.0
+    """Fraction of listed items sent oddly, by ``id % 5``: an unknown status, no id, a
+    created_at that is not a date, no stream and a null file flag, an id as a string."""
     fail_new_exports: bool = False
     """Every download created while this is on fails within seconds."""
 
@@ -45,7 +48,7 @@ class Faults:
             f"between 0 and {MAX_LATENCY:g} seconds",
             self.latency,
         )
-        for name in ("error_rate", "rate_limit_rate", "truncate_rate"):
+        for name in ("error_rate", "rate_limit_rate", "truncate_rate", "odd_items_rate"):
             value = getattr(self, name)
             _check(_is_number(value) and 0 <= value <= 1, name, "between 0 and 1", value)
         _check(

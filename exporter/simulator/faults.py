@@ -33,7 +33,7 @@ class FaultState:
             )
         values = dict(changes)
         # JSON has one number type: 0 or 1 are fine for a float field.
-        for name in ("latency", "error_rate", "rate_limit_rate", "truncate_rate"):
+        for name in ("latency", "error_rate", "rate_limit_rate", "truncate_rate", "odd_items_rate"):
             if type(values.get(name)) is int:
                 values[name] = float(values[name])
         return dataclasses.replace(self.current, **values)

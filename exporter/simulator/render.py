@@ -8,7 +8,9 @@ a client that greps raw bodies does not. Items are rendered only for the page as
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -116,6 +118,25 @@ def paginator(
     return links, meta
 
 
+_ODDITIES: tuple[tuple[tuple[re.Pattern[str], str], ...], ...] = (
+    ((re.compile(r'"status":"[^"]*"'), '"status":"queued"'),),  # a status nobody documented
+    ((re.compile(r'^\{"id":\d+'), '{"id":null'),),  # no usable id
+    ((re.compile(r'"created_at":"[^"]*"'), '"created_at":"yesterday"'),),  # not a date
+    (  # no stream at all, and no file flag
+        (re.compile(r'"stream":\{[^{}]*\}'), '"stream":null'),
+        (re.compile(r'"is_file_exists":(?:true|false)'), '"is_file_exists":null'),
+    ),
+    ((re.compile(r'^\{"id":(\d+)'), r'{"id":"\1"'),),  # the id as a string
+)
+
+
+def _oddly(text: str, item_id: int) -> str:
+    """One rendered item made odd in the way ``item_id % 5`` picks (see ``odd_items_rate``)."""
+    for pattern, replacement in _ODDITIES[item_id % len(_ODDITIES)]:
+        text = pattern.sub(replacement, text, count=1)
+    return text
+
+
 class Renderer:
     """Turns a window of the dataset into the body of one page."""
 
@@ -152,10 +173,25 @@ class Renderer:
             f'"user_id":{user_id},"user":{user}}}'
         )
 
-    def page(self, window: range, page: int, per_page: int, now: float) -> bytes:
-        """Page ``page`` of ``window``, newest first (ids grow with creation time)."""
+    def page(
+        self,
+        window: range,
+        page: int,
+        per_page: int,
+        now: float,
+        odd: Callable[[], bool] = lambda: False,
+    ) -> bytes:
+        """Page ``page`` of ``window``, newest first (ids grow with creation time).
+
+        Items for which ``odd()`` is true are sent with odd or broken fields.
+        """
         newest = window.stop - 1 - (page - 1) * per_page
         indices = range(newest, max(window.start, newest - per_page + 1) - 1, -1)
-        items = ",".join(self._item(self._dataset.item(i, now)) for i in indices)
+        rendered = []
+        for index in indices:
+            item = self._dataset.item(index, now)
+            text = self._item(item)
+            rendered.append(_oddly(text, item.id) if odd() else text)
+        items = ",".join(rendered)
         links, meta = paginator(self._path_url, page, per_page, len(window), len(indices))
         return f'{{"data":[{items}],"links":{php_json(links)},"meta":{php_json(meta)}}}'.encode()

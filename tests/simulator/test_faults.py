@@ -19,6 +19,7 @@ DEFAULTS = {
     "rate_limit_rate": 0.0,
     "retry_after": 1,
     "truncate_rate": 0.0,
+    "odd_items_rate": 0.0,
     "fail_new_exports": False,
 }
 
@@ -107,6 +108,23 @@ async def test_truncated_bodies_are_cut_mid_json(
     assert raw.startswith(b'{"data":[{"id":')
     with pytest.raises(ValueError, match=r"."):
         json.loads(raw)
+
+
+async def test_odd_items_break_one_field_each(
+    http: aiohttp.ClientSession, sim: RunningSimulator
+) -> None:
+    status, clean = await fetch(http, sim, {"per_page": "10"})
+    assert status == 200
+    await set_faults(http, sim, odd_items_rate=1)
+    status, odd = await fetch(http, sim, {"per_page": "10"})
+    assert status == 200
+    for before, after in zip(clean["data"], odd["data"], strict=True):
+        changed = {key for key in before if before[key] != after[key]}
+        expected = [{"status"}, {"id"}, {"created_at"}, {"stream", "is_file_exists"}, {"id"}]
+        assert changed == expected[before["id"] % 5], (before["id"], changed)
+        if before["id"] % 5 == 4:
+            assert after["id"] == str(before["id"])
+    assert odd["meta"] == clean["meta"]
 
 
 async def test_latency_delays_list_requests(
