@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import logging
+import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import aiohttp
 import pytest
+from pydantic import SecretStr
 
-from exporter.simulator import SimulatorConfig
-from tests.exporter_harness import Samples, exporter_on_simulator, value
+from exporter.cli import serve
+from exporter.config import PollSettings, Settings, TargetSettings, WebSettings
+from exporter.simulator import SimulatorConfig, start_simulator
+from tests.exporter_harness import Samples, exporter_on_simulator, parse_metrics, value
 from tests.promql_names import exposition_metric_names, unknown_metric_names, used_metric_names
 
 STATUS = {"in progress": "in_progress", "completed": "completed", "failed": "failed"}
@@ -303,3 +310,55 @@ async def test_odd_items_are_counted_and_never_lose_the_rest_of_the_page() -> No
     # counted over the whole padded query, so at least the window's share
     assert invalid["no_id"] is not None and invalid["no_id"] >= by_kind[1] > 0
     assert invalid["bad_created_at"] is not None and invalid["bad_created_at"] >= by_kind[2] > 0
+
+
+async def test_serve_polls_several_targets_staggered() -> None:
+    sim = await start_simulator(SimulatorConfig(downloads=100, seed=9, arrival_interval=0))
+    targets = {
+        name: TargetSettings(
+            url=sim.url, token=SecretStr("demo"), timezone="Europe/Moscow", request_timeout=1
+        )
+        for name in ("north", "south")
+    }
+    settings = Settings(
+        web=WebSettings(listen_address="127.0.0.1:0"),
+        poll=PollSettings(interval=2, timeout=1.5),
+        targets=targets,
+    )
+    stop = asyncio.Event()
+    bound: list[str] = []
+    task = asyncio.create_task(serve(settings, stop, announce=bound.extend))
+    try:
+        url = f"http://{(await _eventually(lambda: bound))[0]}"
+        async with aiohttp.ClientSession() as session:
+
+            async def ready() -> bool:
+                async with session.get(url + "/-/ready") as response:
+                    return response.status == 200
+
+            await _eventually(ready)
+            async with session.get(url + "/metrics") as response:
+                samples = parse_metrics(await response.text())
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 5) == 0
+        await sim.close()
+    for name in targets:
+        assert value(samples, "vms_up", target=name) == 1
+    north = value(samples, "vms_exporter_last_poll_success_timestamp_seconds", target="north")
+    south = value(samples, "vms_exporter_last_poll_success_timestamp_seconds", target="south")
+    assert north is not None and south is not None
+    assert south - north >= 0.5  # the second target starts interval / 2 = 1 s later
+
+
+async def _eventually(probe: Callable[[], Any], deadline: float = 10.0) -> Any:
+    """Await/call ``probe`` until truthy; fail after ``deadline`` seconds."""
+    until = time.monotonic() + deadline
+    while time.monotonic() < until:
+        result = probe()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not within {deadline}s")
