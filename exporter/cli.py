@@ -256,11 +256,16 @@ def _run_simulator(args: argparse.Namespace) -> int:
 
 async def _demo(args: argparse.Namespace) -> int:
     """The simulator on a free loopback port and the exporter polling it every few seconds."""
+    listen = args.listen_address or DEMO_LISTEN
+    try:
+        parse_listen_address(listen)
+    except ValueError as exc:
+        print(f"configuration error: --web.listen-address: {exc}", file=sys.stderr)
+        return 2
     stop = asyncio.Event()
     _stop_on_signals(stop)
     sim_config = SimulatorConfig(token="demo")  # noqa: S106 (the simulator's demo token)
     simulator = await start_simulator(sim_config, "127.0.0.1", 0)
-    listen = args.listen_address or DEMO_LISTEN
     try:
         # model_construct: the demo's own settings, untouched by VMS_EXPORTER_* variables
         # (each part is validated by its own model).
@@ -279,7 +284,8 @@ async def _demo(args: argparse.Namespace) -> int:
         )
 
         def announce(addresses: list[str]) -> None:
-            exporter_url = "http://" + addresses[0].replace("0.0.0.0", "127.0.0.1")  # noqa: S104
+            shown = addresses[0].replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]")  # noqa: S104
+            exporter_url = f"http://{shown}"
             print(
                 f"Demo: simulated VMS at {simulator.url} ({sim_config.downloads} downloads, "
                 f"token {sim_config.token!r})\n"

@@ -68,6 +68,11 @@ async def test_bad_configuration_exits_2_naming_each_key(tmp_path: Path) -> None
 async def test_bad_arguments_exit_2() -> None:
     code, _, err = await run("--log.level", "loud")
     assert code == 2 and "--log.level" in err
+    code, _, err = await run("--demo", "--web.listen-address", "localhost")
+    assert code == 2
+    assert err.strip() == (
+        "configuration error: --web.listen-address: expected HOST:PORT or :PORT, got 'localhost'"
+    )
 
 
 async def test_no_configuration_at_all_says_what_to_do(tmp_path: Path) -> None:
