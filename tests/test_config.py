@@ -22,6 +22,11 @@ token = "s3cr3t-token"
 """
 
 
+def target_with(lines: str) -> str:
+    """MINIMAL with its target's token line replaced by ``lines``."""
+    return MINIMAL.replace('token = "s3cr3t-token"', lines)
+
+
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "config.toml"
     path.write_text(text, encoding="utf-8")
@@ -162,7 +167,7 @@ def test_shorthand_mixed_with_file_targets_is_an_error(
         (MINIMAL + "\n[poll]\nintervall = '1m'\n", "poll.intervall: unknown key"),
         (MINIMAL + "\nextra = 1\n", "extra: unknown key"),
         (
-            MINIMAL.replace('token = "s3cr3t-token"', 'token = "x"\ncolour = "red"'),
+            target_with('token = "x"\ncolour = "red"'),
             "targets.main.colour: unknown key",
         ),
         (MINIMAL + "\n[poll]\ninterval = 'soon'\n", "poll.interval: invalid duration"),
@@ -175,15 +180,15 @@ def test_shorthand_mixed_with_file_targets_is_an_error(
             "poll.interval: must not exceed poll.lookback",
         ),
         (
-            MINIMAL.replace('token = "s3cr3t-token"', 'token = "x"\nrequest_timeout = "1m"'),
+            target_with('token = "x"\nrequest_timeout = "1m"'),
             "targets.main.request_timeout: must be less than poll.timeout",
         ),
         (
-            MINIMAL.replace('token = "s3cr3t-token"', 'token = "x"\ntimezone = "Mars/Olympus"'),
+            target_with('token = "x"\ntimezone = "Mars/Olympus"'),
             "targets.main.timezone: unknown IANA time zone",
         ),
         (
-            MINIMAL.replace('token = "s3cr3t-token"', 'token = "x"\nclient = "desktop"'),
+            target_with('token = "x"\nclient = "desktop"'),
             "targets.main.client",
         ),
         (MINIMAL.replace("https://vms.local/", "vms.local"), "targets.main.url: expected"),
@@ -192,20 +197,20 @@ def test_shorthand_mixed_with_file_targets_is_an_error(
             "targets.main.url: credentials in the URL",
         ),
         (
-            MINIMAL.replace('token = "s3cr3t-token"', 'token = "x"\nper_page = 0'),
+            target_with('token = "x"\nper_page = 0'),
             "targets.main.per_page",
         ),
-        (MINIMAL.replace('token = "s3cr3t-token"', ""), "targets.main: no way to authenticate"),
+        (target_with(""), "targets.main: no way to authenticate"),
         (
-            MINIMAL.replace('token = "s3cr3t-token"', 'token = "x"\nlogin = "a"\npassword = "b"'),
+            target_with('token = "x"\nlogin = "a"\npassword = "b"'),
             "targets.main: set either login or token",
         ),
         (
-            MINIMAL.replace('token = "s3cr3t-token"', 'login = "a"'),
+            target_with('login = "a"'),
             "targets.main: login needs password",
         ),
         (
-            MINIMAL.replace('token = "s3cr3t-token"', 'password = "b"'),
+            target_with('password = "b"'),
             "targets.main: password needs login",
         ),
         (MINIMAL.replace("targets.main", "targets.Main"), "targets: target name 'Main'"),
@@ -215,7 +220,7 @@ def test_shorthand_mixed_with_file_targets_is_an_error(
         (MINIMAL + "\n[poll]\nlookback = '200000w'\n", "poll.lookback: duration must not"),
         (MINIMAL + "\n[poll]\nmax_staleness = 'nan'\n", "poll.max_staleness: duration"),
         (
-            MINIMAL.replace('token = "s3cr3t-token"', 'token = "x"\nmax_rps = inf'),
+            target_with('token = "x"\nmax_rps = inf'),
             "targets.main.max_rps",
         ),
         ("[targets.main\n", "not valid TOML"),
@@ -245,12 +250,12 @@ def test_several_problems_are_all_reported(tmp_path: Path) -> None:
 
 
 def test_missing_and_empty_secret_files_are_named(tmp_path: Path) -> None:
-    text = MINIMAL.replace('token = "s3cr3t-token"', f'token_file = "{tmp_path}/absent"')
+    text = target_with(f'token_file = "{tmp_path}/absent"')
     assert problems(tmp_path, text) == [
         f"targets.main.token_file: cannot read {tmp_path}/absent: No such file or directory"
     ]
     (tmp_path / "empty").write_text("\n")
-    text = MINIMAL.replace('token = "s3cr3t-token"', f'token_file = "{tmp_path}/empty"')
+    text = target_with(f'token_file = "{tmp_path}/empty"')
     assert problems(tmp_path, text) == [
         f"targets.main.token_file: {tmp_path}/empty is empty, not text, or has control characters"
     ]
@@ -286,7 +291,7 @@ def test_missing_config_file_is_named(tmp_path: Path) -> None:
 
 
 def test_secrets_are_not_in_reprs_or_errors(tmp_path: Path) -> None:
-    text = MINIMAL.replace('token = "s3cr3t-token"', 'login = "svc"\npassword = "pa55word"')
+    text = target_with('login = "svc"\npassword = "pa55word"')
     settings = load_settings(write(tmp_path, text))
     for shown in (
         repr(settings),
@@ -300,7 +305,7 @@ def test_secrets_are_not_in_reprs_or_errors(tmp_path: Path) -> None:
         "token = 31415926",
         'login = "svc"\npassword = "pa55\\r\\nword"',
     ):
-        bad = MINIMAL.replace('token = "s3cr3t-token"', bad_secret)
+        bad = target_with(bad_secret)
         found = problems(tmp_path, bad)
         assert found
         assert not any("s3cr3t" in p or "31415926" in p or "pa55" in p for p in found), found
@@ -313,7 +318,7 @@ def test_device_uuid_is_stable_and_overridable(tmp_path: Path) -> None:
     assert uuid.UUID(first.device_id("main")).version == 5
     assert first.device_id("main") != first.device_id("other")
     fixed = "5f0c3b7e-1111-4222-8333-444455556666"
-    text = MINIMAL.replace('token = "s3cr3t-token"', f'token = "x"\ndevice_uuid = "{fixed}"')
+    text = target_with(f'token = "x"\ndevice_uuid = "{fixed}"')
     assert load_settings(write(tmp_path, text)).targets["main"].device_id("main") == fixed
 
 
