@@ -218,10 +218,6 @@ class TargetSettings(_Section):
             raise ValueError("no way to authenticate: set token_file (or token), or login")
         return self
 
-    @property
-    def uses_login(self) -> bool:
-        return self.login is not None
-
     def device_id(self, name: str) -> str:
         """X-UUID: the configured one, else stable across restarts and hosts."""
         if self.device_uuid is not None:

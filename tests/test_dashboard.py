@@ -206,20 +206,30 @@ def _dedup_problem(
     return None
 
 
+def _dedup_problems(
+    named_exprs: list[tuple[str, str]], contract: dict[str, ContractMetric]
+) -> list[str]:
+    """``_dedup_problem`` for every selector of every (name, expression)."""
+    return [
+        f"{name}: {problem}"
+        for name, expr in named_exprs
+        for selector in selectors(expr)
+        if (problem := _dedup_problem(expr, selector, contract))
+    ]
+
+
 def test_window_gauges_use_max_not_sum(
     dashboard: dict[str, Any], contract: dict[str, ContractMetric]
 ) -> None:
     """Two exporter replicas polling one VMS export the same `target`: every
     per-target series is first reduced with `max by (target, <its labels>)`,
     counters after rate()/increase(); only then may panels sum across labels."""
-    problems = []
-    for query in dashboard_queries(dashboard):
-        if query.panel.startswith("variable: "):
-            continue
-        for selector in selectors(query.expr):
-            problem = _dedup_problem(query.expr, selector, contract)
-            if problem:
-                problems.append(f"{query.panel}: {problem}")
+    queries = [
+        (q.panel, q.expr)
+        for q in dashboard_queries(dashboard)
+        if not q.panel.startswith("variable: ")
+    ]
+    problems = _dedup_problems(queries, contract)
     assert not problems, "\n".join(problems)
 
 
@@ -246,12 +256,7 @@ def test_dedup_check_catches_sum(contract: dict[str, ContractMetric]) -> None:
 
 def test_rules_deduplicate_replicas_too(contract: dict[str, ContractMetric]) -> None:
     """Same rule for the alert expressions, the vms_up guards included."""
-    problems = []
-    for rule in load_rules():
-        for selector in selectors(rule.expr):
-            problem = _dedup_problem(rule.expr, selector, contract)
-            if problem:
-                problems.append(f"{rule.name}: {problem}")
+    problems = _dedup_problems([(r.name, r.expr) for r in load_rules()], contract)
     assert not problems, "\n".join(problems)
 
 

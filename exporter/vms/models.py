@@ -15,7 +15,6 @@ IN_PROGRESS: Final = "in_progress"
 COMPLETED: Final = "completed"
 FAILED: Final = "failed"
 OTHER: Final = "other"
-STATUSES: Final = (IN_PROGRESS, COMPLETED, FAILED, OTHER)
 DOCUMENTED_STATUSES: Final = (IN_PROGRESS, COMPLETED, FAILED)
 TERMINAL_STATUSES: Final = (COMPLETED, FAILED)
 STREAM_TYPES: Final = ("high", "low", "unknown")
