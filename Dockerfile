@@ -7,6 +7,7 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY exporter ./exporter
+COPY vms_simulator ./vms_simulator
 RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim

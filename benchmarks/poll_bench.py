@@ -21,8 +21,8 @@ from exporter.config import PollSettings, Settings, TargetSettings
 from exporter.core import aggregate, reconcile
 from exporter.metrics import ExporterMetrics
 from exporter.poller import TargetPoller
-from exporter.simulator import SimulatorConfig, start_simulator
 from exporter.vms.client import Window
+from vms_simulator import SimulatorConfig, start_simulator
 
 
 async def bench(downloads: int, per_page: int, concurrency: int, runs: int) -> None:

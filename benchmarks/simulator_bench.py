@@ -23,7 +23,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from exporter.simulator import SimulatorConfig, create_app  # noqa: E402
+from vms_simulator import SimulatorConfig, create_app  # noqa: E402
 
 PER_PAGE = 100
 HEADERS = {"Authorization": "Bearer demo", "Accept": "application/json"}
@@ -46,7 +46,7 @@ def startup_in_process(downloads: int, runs: int) -> float:
 async def start_server(downloads: int) -> tuple[asyncio.subprocess.Process, str, float]:
     began = time.perf_counter()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter.simulator", "--listen", "127.0.0.1:0",
+        sys.executable, "-m", "vms_simulator", "--listen", "127.0.0.1:0",
         "--downloads", str(downloads), stdout=asyncio.subprocess.PIPE, cwd=ROOT,
     )  # fmt: skip
     assert process.stdout is not None

@@ -32,10 +32,6 @@ from exporter.config import (
 from exporter.logs import LEVELS, setup_logging
 from exporter.metrics import ExporterMetrics
 from exporter.poller import PollOutcome, TargetPoller
-from exporter.simulator import SimulatorConfig, start_simulator
-from exporter.simulator.cli import add_arguments as add_simulator_arguments
-from exporter.simulator.cli import config_from_args
-from exporter.simulator.cli import serve as serve_simulator
 from exporter.web import create_app, start_server
 
 log = logging.getLogger("exporter")
@@ -103,20 +99,23 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit 0 when all targets answered, 1 when one failed, 2 for a bad configuration.",
     )
     _add_common(check, argparse.SUPPRESS)
-    simulate = commands.add_parser(
-        "simulate",
-        help="run the built-in VMS simulator alone",
-        description="Run the built-in fake VMS (for trying the exporter, compose stacks, tests).",
-    )
-    add_simulator_arguments(simulate)
+    # The simulator parses its own flags (see _run_simulator), so that the exporter
+    # imports it only when it runs.
+    commands.add_parser("simulate", help="run the built-in VMS simulator alone", add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level or "info", args.log_format or "logfmt")
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
     if args.command == "simulate":
-        return _run_simulator(args)
+        from vms_simulator.__main__ import main as run_simulator
+
+        setup_logging(args.log_level or "info", args.log_format or "logfmt")
+        return run_simulator(rest, prog=f"{parser.prog} simulate")
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    setup_logging(args.log_level or "info", args.log_format or "logfmt")
     if args.demo:
         return asyncio.run(_demo(args))
     overrides: dict[str, dict[str, Any]] = {}
@@ -234,26 +233,6 @@ async def _check(settings: Settings) -> int:
     return 1 if failed else 0
 
 
-def _run_simulator(args: argparse.Namespace) -> int:
-    try:
-        config, host, port = config_from_args(args)
-    except ValueError as exc:
-        print(f"simulate: {exc}", file=sys.stderr)
-        return 2
-
-    async def run() -> int:
-        stop = asyncio.Event()
-        _stop_on_signals(stop)
-        try:
-            await serve_simulator(config, host, port, stop)
-        except OSError as exc:
-            print(f"simulate: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
-            return 1
-        return 0
-
-    return asyncio.run(run())
-
-
 async def _demo(args: argparse.Namespace) -> int:
     """The simulator on a free loopback port and the exporter polling it every few seconds."""
     listen = args.listen_address or DEMO_LISTEN
@@ -264,6 +243,8 @@ async def _demo(args: argparse.Namespace) -> int:
         return 2
     stop = asyncio.Event()
     _stop_on_signals(stop)
+    from vms_simulator import SimulatorConfig, start_simulator
+
     sim_config = SimulatorConfig(token="demo")  # noqa: S106 (the simulator's demo token)
     simulator = await start_simulator(sim_config, "127.0.0.1", 0)
     try:

@@ -6,6 +6,10 @@ import os
 
 import pytest
 
+from tests import aioresponses_compat
+
+aioresponses_compat.install()
+
 
 @pytest.fixture(autouse=True)
 def _clean_environment(

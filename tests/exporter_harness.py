@@ -16,8 +16,8 @@ from pydantic import SecretStr
 from exporter.config import MetricsSettings, PollSettings, Settings, TargetSettings
 from exporter.metrics import ExporterMetrics
 from exporter.poller import TargetPoller
-from exporter.simulator import ManualClock, RunningSimulator, SimulatorConfig, start_simulator
 from exporter.web import create_app, start_server
+from vms_simulator import ManualClock, RunningSimulator, SimulatorConfig, start_simulator
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -30,7 +30,8 @@ PROMETHEUS_DIR = REPO / "prometheus"
 ALERTS_PATH = PROMETHEUS_DIR / "alerts.yml"
 RULE_TESTS_DIR = REPO / "tests" / "rules"
 RUNBOOK_PATH = REPO / "docs" / "runbook.md"
-CONTRACT_PATH = Path(__file__).parents[1] / ".." / "shared" / "CONTRACT.md"
+# The metrics the project promises: the tables under "## Metrics" of its own README.
+CONTRACT_PATH = Path(__file__).parents[1] / "README.md"
 
 #: Names a query may use besides the exporter's own metrics: series Prometheus
 #: itself creates.
@@ -200,7 +201,7 @@ class ContractMetric:
 
 
 def contract_metrics(path: Path = CONTRACT_PATH) -> dict[str, ContractMetric]:
-    """The metrics the tables under ``## Metrics`` of CONTRACT.md define."""
+    """The metrics the tables under ``## Metrics`` of ``path`` (the README) define."""
     metrics: dict[str, ContractMetric] = {}
     in_metrics = False
     for line in path.read_text(encoding="utf-8").splitlines():

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from exporter import __version__
-from exporter.simulator import SimulatorConfig, start_simulator
 from tests.exporter_harness import parse_metrics
 from tests.processes import DEADLINE, exporter_process, free_port, stop, wait_for
+from vms_simulator import SimulatorConfig, start_simulator
 
 
 async def run(*args: str) -> tuple[int, str, str]:

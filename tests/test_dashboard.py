@@ -35,14 +35,6 @@ from tests.promql_names import (
 )
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-# Metrics the exporter exports (tests/test_metrics.py) and the alert rules
-# use, but the shared CONTRACT.md does not list yet: the tests take them from
-# here until it does (the contract's own row then wins).
-NOT_YET_IN_CONTRACT: dict[str, ContractMetric] = {
-    "vms_exporter_poll_interval_seconds": ContractMetric(
-        "vms_exporter_poll_interval_seconds", "gauge", frozenset({"target"})
-    ),
-}
 # Contract metrics deliberately left off the dashboard: the poll interval
 # only scales VmsExporterPollsStale.
 NOT_ON_DASHBOARD: frozenset[str] = frozenset({"vms_exporter_poll_interval_seconds"})
@@ -63,12 +55,7 @@ def dashboard() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def contract() -> dict[str, ContractMetric]:
-    if not CONTRACT_PATH.is_file():
-        message = f"{CONTRACT_PATH} not found (the shared contract lives beside the repository)"
-        if os.environ.get("CI"):
-            pytest.fail(message)  # CI has shared/ beside the clone: its absence is a fault
-        pytest.skip(message)
-    return {**NOT_YET_IN_CONTRACT, **contract_metrics(CONTRACT_PATH)}
+    return contract_metrics(CONTRACT_PATH)
 
 
 def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:

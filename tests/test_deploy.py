@@ -10,7 +10,8 @@ import yaml
 
 from exporter.cli import build_parser
 from exporter.config import load_settings
-from exporter.simulator.cli import config_from_args
+from vms_simulator.__main__ import build_parser as build_simulator_parser
+from vms_simulator.cli import config_from_args
 
 COMPOSE = Path(__file__).resolve().parents[1] / "deploy" / "docker-compose.yml"
 
@@ -30,8 +31,9 @@ def test_compose_exporter_environment_is_a_valid_configuration(
 
 
 def test_compose_simulator_command_is_valid() -> None:
-    args = build_parser().parse_args(services()["simulator"]["command"])
-    config, host, port = config_from_args(args)
+    exporter_args, rest = build_parser().parse_known_args(services()["simulator"]["command"])
+    assert exporter_args.command == "simulate"
+    config, host, port = config_from_args(build_simulator_parser().parse_args(rest))
     assert (host, port) == ("0.0.0.0", 8080)
     assert config.public_url == "http://simulator:8080"
     assert config.token == "demo"

@@ -17,9 +17,9 @@ from pydantic import SecretStr
 
 from exporter.cli import serve
 from exporter.config import PollSettings, Settings, TargetSettings, WebSettings
-from exporter.simulator import SimulatorConfig, start_simulator
 from tests.exporter_harness import Samples, exporter_on_simulator, parse_metrics, value
 from tests.promql_names import exposition_metric_names, unknown_metric_names, used_metric_names
+from vms_simulator import SimulatorConfig, start_simulator
 
 STATUS = {"in progress": "in_progress", "completed": "completed", "failed": "failed"}
 

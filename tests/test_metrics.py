@@ -7,6 +7,7 @@ import logging
 import platform
 
 from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import __version__
 from exporter.core import Events, aggregate
@@ -15,6 +16,7 @@ from exporter.metrics import ExporterMetrics
 from exporter.vms.errors import POLL_RESULTS
 from tests.builders import T0, rec
 from tests.exporter_harness import parse_metrics, value
+from tests.promql_names import contract_metrics
 
 
 def metrics_at(now: list[float], **kwargs: object) -> ExporterMetrics:
@@ -163,6 +165,29 @@ def test_per_camera_family_only_when_enabled() -> None:
         value(samples, "vms_downloads_by_camera", target="a", camera_id="1", status="in_progress")
         == 1
     )
+
+
+def test_exposition_matches_the_readme_tables() -> None:
+    """Every vms_* family exposed is documented in the README with its type and labels, and
+    every documented one is exposed (after a successful poll, with per-camera on)."""
+    m = metrics_at([T0], per_camera=True)
+    m.poll_succeeded(
+        "a",
+        snapshot=aggregate([rec(1), rec(2, status="completed")], per_camera=True),
+        events=Events(),
+        duration=1,
+        finished_at=T0,
+        reported_total=2,
+        invalid={},
+    )
+    exposed: dict[str, tuple[str, frozenset[str]]] = {}
+    for family in text_string_to_metric_families(generate_latest(m.registry).decode()):
+        if family.name.startswith("vms_"):
+            labels = {k for s in family.samples for k in s.labels} - {"le"}
+            name = family.name + ("_total" if family.type == "counter" else "")
+            exposed[name] = (family.type, frozenset(labels))
+    documented = {name: (metric.type, metric.labels) for name, metric in contract_metrics().items()}
+    assert exposed == documented
 
 
 def test_process_collectors_are_registered() -> None:

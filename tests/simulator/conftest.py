@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from exporter.simulator import ManualClock, RunningSimulator, SimulatorConfig, start_simulator
+from vms_simulator import ManualClock, RunningSimulator, SimulatorConfig, start_simulator
 
 from .helpers import START, Start
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from exporter.simulator import RunningSimulator
+from vms_simulator import RunningSimulator
 
 START = datetime(2024, 3, 10, 12, 0, tzinfo=UTC).timestamp()
 """When the simulator starts, in every test: 15:00 in Moscow."""

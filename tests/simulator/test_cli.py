@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from exporter.simulator import Account, Faults, SimulatorConfig
-from exporter.simulator.cli import add_arguments, config_from_args, serve
+from vms_simulator import Account, Faults, SimulatorConfig
+from vms_simulator.cli import add_arguments, config_from_args, serve
 
 PACKAGE = Path(__file__).resolve().parents[2] / "exporter" / "simulator"
 
@@ -137,7 +137,7 @@ async def test_serve_tells_how_to_point_an_exporter_at_it(
 
 async def test_it_runs_alone_and_stops_on_sigterm(http: aiohttp.ClientSession) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter.simulator", "--listen", "127.0.0.1:0",
+        sys.executable, "-m", "vms_simulator", "--listen", "127.0.0.1:0",
         "--downloads", "10", stdout=asyncio.subprocess.PIPE, cwd=PACKAGE.parents[1],
     )  # fmt: skip
     assert process.stdout is not None
@@ -164,4 +164,4 @@ def test_it_imports_nothing_of_the_exporter_outside_itself() -> None:
                 continue
             for name in names:
                 if name == "exporter" or name.startswith("exporter."):
-                    assert name.startswith("exporter.simulator"), f"{source.name} imports {name}"
+                    assert name.startswith("vms_simulator"), f"{source.name} imports {name}"

@@ -8,7 +8,7 @@ import time
 import aiohttp
 import pytest
 
-from exporter.simulator import Faults, RunningSimulator
+from vms_simulator import Faults, RunningSimulator
 
 from .helpers import AUTH, EVERYTHING, LIST, Start, fetch, login, set_faults, stats
 

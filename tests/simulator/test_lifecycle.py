@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from exporter.simulator import ManualClock, SimulatorConfig, start_simulator
+from vms_simulator import ManualClock, SimulatorConfig, start_simulator
 
 from .helpers import AUTH, EVERYTHING, LIST, START, Start, fetch, fetch_all, set_faults
 

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from exporter.simulator import RunningSimulator
+from vms_simulator import RunningSimulator
 
 from .helpers import AUTH, EVERYTHING, LIST, Start, fetch, fetch_all
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from exporter.simulator import Account, ManualClock, RunningSimulator
+from vms_simulator import Account, ManualClock, RunningSimulator
 
 from .helpers import Start, fetch, login, stats
 

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import pytest
 
-from exporter.simulator import RunningSimulator
+from vms_simulator import RunningSimulator
 
 from .helpers import AUTH, LIST, START, Start, fetch, fetch_all
 

@@ -9,14 +9,14 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from exporter.simulator.auth import BadCredentials, SessionLimit, TokenStore
-from exporter.simulator.clock import Clock, WallClock
-from exporter.simulator.config import LOGIN_PATH, Faults, SimulatorConfig
-from exporter.simulator.dataset import Dataset
-from exporter.simulator.faults import FaultState
-from exporter.simulator.render import Renderer, php_json, user_object
-from exporter.simulator.stats import Stats
-from exporter.simulator.validation import (
+from vms_simulator.auth import BadCredentials, SessionLimit, TokenStore
+from vms_simulator.clock import Clock, WallClock
+from vms_simulator.config import LOGIN_PATH, Faults, SimulatorConfig
+from vms_simulator.dataset import Dataset
+from vms_simulator.faults import FaultState
+from vms_simulator.render import Renderer, php_json, user_object
+from vms_simulator.stats import Stats
+from vms_simulator.validation import (
     INVALID_MESSAGE,
     Errors,
     integer_message,

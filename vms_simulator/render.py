@@ -14,8 +14,8 @@ from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from exporter.simulator.config import SimulatorConfig
-from exporter.simulator.dataset import Camera, Dataset, Item, User
+from vms_simulator.config import SimulatorConfig
+from vms_simulator.dataset import Camera, Dataset, Item, User
 
 _ON_EACH_SIDE = 3  # Laravel's default paginator window
 

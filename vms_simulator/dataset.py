@@ -17,7 +17,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from exporter.simulator.config import SimulatorConfig
+from vms_simulator.config import SimulatorConfig
 
 IN_PROGRESS = "in progress"
 COMPLETED = "completed"

@@ -8,9 +8,9 @@ from types import TracebackType
 
 from aiohttp import web
 
-from exporter.simulator.app import create_app
-from exporter.simulator.clock import Clock
-from exporter.simulator.config import SimulatorConfig
+from vms_simulator.app import create_app
+from vms_simulator.clock import Clock
+from vms_simulator.config import SimulatorConfig
 
 _SHUTDOWN_TIMEOUT = 1.0  # seconds granted to requests in flight (a latency fault) on close
 

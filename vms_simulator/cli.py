@@ -7,8 +7,8 @@ import asyncio
 import shlex
 from typing import Any
 
-from exporter.simulator.config import DEFAULT_PATH, LOGIN_PATH, Account, Faults, SimulatorConfig
-from exporter.simulator.server import start_simulator
+from vms_simulator.config import DEFAULT_PATH, LOGIN_PATH, Account, Faults, SimulatorConfig
+from vms_simulator.server import start_simulator
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 _DEFAULTS = SimulatorConfig()

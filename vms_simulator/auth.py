@@ -6,8 +6,8 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from exporter.simulator.config import Account
-from exporter.simulator.dataset import User
+from vms_simulator.config import Account
+from vms_simulator.dataset import User
 
 _FIRST_ACCOUNT_ID = 5
 

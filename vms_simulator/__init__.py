@@ -4,10 +4,10 @@ It plays the VMS for tests, benchmarks and ``--demo``, and imports nothing from 
 exporter, so that it stays an honest, independent peer.
 """
 
-from exporter.simulator.app import create_app
-from exporter.simulator.clock import Clock, ManualClock
-from exporter.simulator.config import Account, Faults, SimulatorConfig
-from exporter.simulator.server import RunningSimulator, start_simulator
+from vms_simulator.app import create_app
+from vms_simulator.clock import Clock, ManualClock
+from vms_simulator.config import Account, Faults, SimulatorConfig
+from vms_simulator.server import RunningSimulator, start_simulator
 
 __all__ = [
     "Account",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from exporter.simulator.config import Faults
+from vms_simulator.config import Faults
 
 
 class FaultState:
