@@ -33,6 +33,7 @@ from exporter.logs import LEVELS, setup_logging
 from exporter.metrics import ExporterMetrics
 from exporter.poller import PollOutcome, TargetPoller
 from exporter.web import create_app, start_server
+from exporter.webconfig import LiveWebConfig, WebConfigError
 
 log = logging.getLogger("exporter")
 
@@ -160,8 +161,21 @@ async def serve(
         TargetPoller(name, target, settings, metrics) for name, target in settings.targets.items()
     ]
     host, port = parse_listen_address(settings.web.listen_address)
+    web_config = None
+    if settings.web.config_file is not None:
+        try:
+            web_config = LiveWebConfig.load(settings.web.config_file)
+        except WebConfigError as exc:  # changed since load_settings validated it
+            for problem in exc.problems:
+                print(f"configuration error: web.config_file: {problem}", file=sys.stderr)
+            return 2
     try:
-        runner, addresses = await start_server(create_app(metrics, pollers), host, port)
+        runner, addresses = await start_server(
+            create_app(metrics, pollers, web_config),
+            host,
+            port,
+            web_config.ssl_context if web_config else None,
+        )
     except OSError as exc:
         log.error(
             "cannot listen", extra={"address": settings.web.listen_address, "error": exc.strerror}
@@ -169,7 +183,13 @@ async def serve(
         return 1
     log.info(
         "exporter started",
-        extra={"version": __version__, "addresses": addresses, "targets": list(settings.targets)},
+        extra={
+            "version": __version__,
+            "addresses": addresses,
+            "targets": list(settings.targets),
+            "tls": bool(web_config and web_config.ssl_context),
+            "basic_auth": bool(web_config and web_config.config.users),
+        },
     )
     if announce is not None:
         announce(addresses)
@@ -177,11 +197,11 @@ async def serve(
     died: list[str] = []
 
     def check_alive(task: asyncio.Task[None]) -> None:
-        """A poll loop must never end on its own: stop loudly rather than go stale quietly."""
+        """A poll loop (or the web config watch) never ends on its own: stop loudly, not quietly."""
         if task.cancelled() or stop.is_set():
             return
         log.error(
-            "a poll loop ended unexpectedly",
+            "a background task ended unexpectedly",
             exc_info=task.exception(),
             extra={"task": task.get_name()},
         )
@@ -192,6 +212,8 @@ async def serve(
         asyncio.create_task(poller.run(stop, first_delay=i * stagger), name=f"poll-{poller.name}")
         for i, poller in enumerate(pollers)
     ]
+    if web_config is not None:
+        tasks.append(asyncio.create_task(web_config.watch(), name="web-config-watch"))
     for task in tasks:
         task.add_done_callback(check_alive)
     await stop.wait()

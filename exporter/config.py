@@ -35,6 +35,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from exporter.webconfig import WebConfigError, load_web_config
+
 ENV_PREFIX = "VMS_EXPORTER_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 DEFAULT_CONFIG_FILE = Path("config.toml")
@@ -57,6 +59,7 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w
 MAX_DURATION = 366 * 86400.0
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TARGET_NAME = re.compile(r"[a-z0-9_]+")
+_HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_*]([A-Za-z0-9_.-]*[A-Za-z0-9])?")
 _FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("_FILE_DATA", default=None)
 
 
@@ -165,6 +168,11 @@ class TargetSettings(_Section):
     max_pages: int = Field(default=1000, ge=1)
     tls_verify: bool = True
     ca_file: Path | None = None
+    cert_file: Path | None = None
+    """Client certificate (PEM, may hold the chain) for a VMS behind mutual TLS."""
+    key_file: Path | None = None
+    server_name: str | None = None
+    """The name to verify the VMS certificate against (and to send as SNI) instead of the URL's."""
 
     @field_validator("url")
     @classmethod
@@ -190,6 +198,22 @@ class TargetSettings(_Section):
         ):
             raise ValueError("must be non-empty, without line breaks or control characters")
         return value
+
+    @field_validator("server_name")
+    @classmethod
+    def _check_server_name(cls, value: str | None) -> str | None:
+        if value is not None and not _HOST_NAME.fullmatch(value):
+            raise ValueError(f"expected a host name such as vms.local, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _client_certificate_pair(self) -> TargetSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            have, lack = (
+                ("cert_file", "key_file") if self.key_file is None else ("key_file", "cert_file")
+            )
+            raise ValueError(f"{have} needs {lack} (a client certificate and its key)")
+        return self
 
     @field_validator("timezone")
     @classmethod
@@ -421,13 +445,24 @@ def load_settings(
 
 
 def _check_files(settings: Settings) -> None:
-    problems = []
+    problems: list[str] = []
     if settings.web.config_file is not None:
-        problems.append(
-            "web.config_file: TLS and basic auth are not supported by this version yet; "
-            "put the exporter behind a reverse proxy for now"
-        )
+        try:
+            load_web_config(settings.web.config_file)
+        except WebConfigError as exc:
+            problems.extend(f"web.config_file: {problem}" for problem in exc.problems)
     for name, target in settings.targets.items():
+        if target.cert_file is not None and target.key_file is not None:
+            try:
+                ssl.create_default_context().load_cert_chain(
+                    target.cert_file, target.key_file, password=lambda: b""
+                )
+            except OSError as exc:
+                problems.append(
+                    f"targets.{name}.cert_file: {target.cert_file} and key_file "
+                    f"{target.key_file} do not load as a matching PEM certificate and "
+                    f"unencrypted key ({getattr(exc, 'reason', None) or exc.strerror or exc})"
+                )
         for key in ("token_file", "password_file", "ca_file"):
             path: Path | None = getattr(target, key)
             if path is None:

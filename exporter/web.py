@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import ssl
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -14,12 +15,19 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from exporter import __version__
 from exporter.metrics import ExporterMetrics
 from exporter.poller import TargetPoller
+from exporter.webauth import security_middleware
+from exporter.webconfig import LiveWebConfig
 
 SHUTDOWN_TIMEOUT = 1.0
 
 
-def create_app(metrics: ExporterMetrics, pollers: Sequence[TargetPoller]) -> web.Application:
-    app = web.Application()
+def create_app(
+    metrics: ExporterMetrics,
+    pollers: Sequence[TargetPoller],
+    web_config: LiveWebConfig | None = None,
+) -> web.Application:
+    """The exporter's routes; with ``web_config``, behind its basic auth and headers."""
+    app = web.Application(middlewares=[security_middleware(web_config)] if web_config else [])
     # prometheus-client's handler: content negotiation (OpenMetrics) and aiohttp's gzip.
     app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
     app.router.add_get("/-/healthy", _healthy)
@@ -87,12 +95,18 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}</style></head>
 
 
 async def start_server(
-    app: web.Application, host: str | None, port: int
+    app: web.Application,
+    host: str | None,
+    port: int,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[web.AppRunner, list[str]]:
-    """Listen on ``host:port`` (None: all interfaces, IPv4 and IPv6); return bound addresses."""
+    """Listen on ``host:port`` (None: all interfaces, IPv4 and IPv6); return bound addresses.
+
+    With ``ssl_context`` the server speaks HTTPS (HTTP/1.1) only.
+    """
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
     addresses = []
     for sock in runner.addresses:
