@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,6 +18,7 @@ from exporter.config import MetricsSettings, PollSettings, Settings, TargetSetti
 from exporter.metrics import ExporterMetrics
 from exporter.poller import TargetPoller
 from exporter.web import create_app, start_server
+from exporter.webconfig import LiveWebConfig
 from vms_simulator import ManualClock, RunningSimulator, SimulatorConfig, start_simulator
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -44,6 +46,7 @@ class Harness:
     poller: TargetPoller
     url: str
     session: aiohttp.ClientSession
+    web_config: LiveWebConfig | None = None
 
     async def scrape(self, **headers: str) -> Samples:
         async with self.session.get(self.url + "/metrics", headers=headers) as response:
@@ -99,8 +102,10 @@ async def exporter_on_simulator(
     start: float = datetime(2026, 11, 20, 12, 0, tzinfo=UTC).timestamp(),
     poll: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
+    web_config: Path | None = None,
     **target: Any,
 ) -> AsyncIterator[Harness]:
+    """The exporter polling the simulator; with ``web_config`` behind that web config file."""
     sim = sim or SimulatorConfig(downloads=300, seed=7, arrival_interval=0)
     clock = ManualClock(start)
     simulator = await start_simulator(sim, clock=clock)
@@ -124,11 +129,23 @@ async def exporter_on_simulator(
         process_metrics=False,
     )
     poller = TargetPoller("main", settings.targets["main"], settings, exporter_metrics, clock=clock)
-    runner, addresses = await start_server(create_app(exporter_metrics, [poller]), "127.0.0.1", 0)
+    live = LiveWebConfig.load(web_config) if web_config is not None else None
+    context = live.ssl_context if live is not None else None
+    runner, addresses = await start_server(
+        create_app(exporter_metrics, [poller], live), "127.0.0.1", 0, context
+    )
     session = aiohttp.ClientSession()
+    scheme = "https" if context is not None else "http"
     try:
         yield Harness(
-            simulator, sim, clock, exporter_metrics, poller, f"http://{addresses[0]}", session
+            simulator,
+            sim,
+            clock,
+            exporter_metrics,
+            poller,
+            f"{scheme}://{addresses[0]}",
+            session,
+            live,
         )
     finally:
         await session.close()

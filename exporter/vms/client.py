@@ -151,12 +151,17 @@ def _validation_reasons(body: bytes) -> str:
     return ", ".join(parts)[:500]
 
 
-def _ssl_context(target: TargetSettings) -> ssl.SSLContext | bool:
+def _ssl_context(target: TargetSettings) -> ssl.SSLContext:
+    """Verify the VMS against the system CAs or ``ca_file``; present ``cert_file`` if set."""
+    context = ssl.create_default_context(
+        cafile=str(target.ca_file) if target.ca_file is not None else None
+    )
     if not target.tls_verify:
-        return False
-    if target.ca_file is not None:
-        return ssl.create_default_context(cafile=str(target.ca_file))
-    return True
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if target.cert_file is not None and target.key_file is not None:
+        context.load_cert_chain(target.cert_file, target.key_file, password=lambda: b"")
+    return context
 
 
 class VmsClient:
@@ -184,6 +189,12 @@ class VmsClient:
             "X-UUID": target.device_id(name),
             "User-Agent": f"vms-downloads-exporter/{__version__}",
         }
+        if not target.tls_verify and target.url.startswith("https:"):
+            log.warning(
+                "TLS certificate verification of the VMS is off (tls_verify = false): "
+                "anyone between the exporter and the VMS can read the token",
+                extra={"target": name},
+            )
         self._credentials: Credentials
         if target.login is not None:
             self._credentials = ServiceAccount(
@@ -366,6 +377,7 @@ class VmsClient:
                     json=json_body,
                     headers=headers,
                     allow_redirects=False,
+                    server_hostname=self._target.server_name,
                 ) as response:
                     body = await response.read()
                     self._on_response(str(response.status))
