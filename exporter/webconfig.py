@@ -390,12 +390,12 @@ def server_context(tls: TlsServerConfig) -> ssl.SSLContext:
     # No resumption: every connection is verified against the configuration in force.
     context.options |= ssl.OP_NO_TICKET
     context.num_tickets = 0
+    for key, path in (("cert_file", tls.cert_file), ("key_file", tls.key_file)):
+        if not path.is_file():
+            raise WebConfigError([f"{where}.{key}: {path}: no such file"])
     try:
         # A password callback, so that an encrypted key fails instead of prompting on a terminal.
         context.load_cert_chain(tls.cert_file, tls.key_file, password=lambda: b"")
-    except FileNotFoundError as exc:
-        missing = "cert_file" if Path(str(exc.filename)) == tls.cert_file else "key_file"
-        raise WebConfigError([f"{where}.{missing}: {exc.filename}: no such file"]) from None
     except OSError as exc:  # ssl.SSLError is an OSError
         reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
         raise WebConfigError(

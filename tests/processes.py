@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import signal
 import socket
 import sys
@@ -11,8 +13,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
+import pytest
 
 DEADLINE = 20.0
+
+
+def binary(name: str) -> str:
+    """Path of a Debian prometheus package binary; skipped when absent, failed in CI."""
+    path = shutil.which(name)
+    if path is None:
+        message = (
+            f"{name} not found: install Debian's prometheus package (apt-get install prometheus)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 def free_port() -> int:

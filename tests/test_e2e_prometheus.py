@@ -11,8 +11,6 @@ are new exports made to fail for the alert test.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -25,7 +23,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.processes import free_port
+from tests.processes import binary, free_port
 from tests.promql_names import ALERTS_PATH, panel_queries
 
 pytestmark = pytest.mark.e2e
@@ -40,18 +38,6 @@ EMPTY_BY_DESIGN: dict[str, str] = {
     "Top cameras by failed downloads in the window": "it lists only cameras with a failed "
     "export (> 0), and the simulator runs with --fail-ratio 0 until the alert test",
 }
-
-
-def _binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        message = (
-            f"{name} not found: install Debian's prometheus package (apt-get install prometheus)"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def _get(url: str, timeout: float = 5.0) -> Any:
@@ -99,7 +85,7 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    prometheus_bin = _binary("prometheus")
+    prometheus_bin = binary("prometheus")
     work = tmp_path_factory.mktemp("e2e")
     sim_port, exporter_port, prom_port = free_port(), free_port(), free_port()
     exporter_cmd = [sys.executable, "-m", "exporter"]
@@ -198,7 +184,7 @@ def test_promtool_finds_nothing_to_complain_about_in_metrics(stack: Stack) -> No
     with urllib.request.urlopen(f"{stack.exporter}/metrics", timeout=5) as response:  # noqa: S310
         exposition = response.read()
     result = subprocess.run(
-        [_binary("promtool"), "check", "metrics"],
+        [binary("promtool"), "check", "metrics"],
         input=exposition,
         capture_output=True,
         timeout=60,
