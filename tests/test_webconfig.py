@@ -155,7 +155,7 @@ def test_accepted_and_refused_like_exporter_toolkit(pki: Pki, name: str) -> None
     path = pki.directory / "web.yml"
     path.write_text(case.text)
     if case.problem is None:
-        config, context = load_web_config(path)
+        _, context = load_web_config(path)
         assert (context is not None) == ("tls_server_config" in case.text)
     else:
         with pytest.raises(WebConfigError) as caught:
