@@ -196,7 +196,7 @@ async def test_an_unsupported_key_exits_2_naming_it(pki: Pki) -> None:
     async with exporter_process(
         "--config.file", str(config), "--web.config.file", str(path)
     ) as proc:
-        out, err = await proc.communicate()
+        _, err = await proc.communicate()
     assert proc.returncode == 2
     lines = err.decode().strip().splitlines()
     assert (
