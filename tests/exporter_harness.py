@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -103,12 +104,14 @@ async def exporter_on_simulator(
     poll: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     web_config: Path | None = None,
+    sim_ssl: ssl.SSLContext | None = None,
     **target: Any,
 ) -> AsyncIterator[Harness]:
-    """The exporter polling the simulator; with ``web_config`` behind that web config file."""
+    """The exporter polling the simulator; with ``web_config`` behind that web config file,
+    with ``sim_ssl`` the simulator speaking HTTPS."""
     sim = sim or SimulatorConfig(downloads=300, seed=7, arrival_interval=0)
     clock = ManualClock(start)
-    simulator = await start_simulator(sim, clock=clock)
+    simulator = await start_simulator(sim, clock=clock, ssl_context=sim_ssl)
     target_values: dict[str, Any] = {
         "url": simulator.url,
         "token": SecretStr("demo"),
