@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import secrets
@@ -29,8 +30,12 @@ CACHE_SIZE = 256
 # bcrypt looks at the first 72 bytes only; Go's CompareHashAndPassword ignores the rest,
 # the Python library refuses longer passwords: cut them as Go does.
 BCRYPT_MAX_PASSWORD = 72
-# Checked when the user is unknown, so that the answer takes as long as for a known one.
-_DECOY_HASH = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(10))
+
+
+@functools.cache
+def _decoy_hash() -> bytes:
+    """Checked when the user is unknown, so that the answer takes as long as for a known one."""
+    return bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(10))
 
 
 def parse_basic(header: str | None) -> tuple[bytes, bytes] | None:
@@ -74,7 +79,7 @@ class BasicAuthChecker:
         name = user.decode("utf-8", "surrogateescape")
         hashed = users.get(name)
         known = hashed is not None
-        hashed = hashed if hashed is not None else _DECOY_HASH
+        hashed = hashed if hashed is not None else _decoy_hash()
         key = self._cache_key(user, hashed, password)
         cached = self._cache.get(key)
         if cached is not None:
