@@ -50,6 +50,11 @@ def parse_basic(header: str | None) -> tuple[bytes, bytes] | None:
     return (user, password) if sep else None
 
 
+def _compare(password: bytes, hashed: bytes | None) -> bool:
+    """bcrypt's constant-time check; an unknown user (None) is checked against the decoy."""
+    return bcrypt.checkpw(password[:BCRYPT_MAX_PASSWORD], hashed or _decoy_hash())
+
+
 class BasicAuthChecker:
     """bcrypt checks, one at a time in a worker thread, with a bounded cache of the outcomes.
 
@@ -79,16 +84,13 @@ class BasicAuthChecker:
         name = user.decode("utf-8", "surrogateescape")
         hashed = users.get(name)
         known = hashed is not None
-        hashed = hashed if hashed is not None else _decoy_hash()
-        key = self._cache_key(user, hashed, password)
+        key = self._cache_key(user, hashed or b"", password)
         cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
             return cached and known
         async with self._lock:  # bcrypt is CPU-bound by design: never several at once
-            matches = await asyncio.to_thread(
-                bcrypt.checkpw, password[:BCRYPT_MAX_PASSWORD], hashed
-            )
+            matches = await asyncio.to_thread(_compare, password, hashed)
         result = matches and known
         self._cache[key] = result
         while len(self._cache) > self._size:
