@@ -7,7 +7,6 @@ import base64
 import bcrypt
 import pytest
 
-from exporter import webauth
 from exporter.webauth import BasicAuthChecker, parse_basic
 from tests.certs import bcrypt_hash
 
@@ -28,7 +27,7 @@ def bcrypt_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
         calls.append(hashed)
         return real(password, hashed)
 
-    monkeypatch.setattr(webauth.bcrypt, "checkpw", counting)
+    monkeypatch.setattr(bcrypt, "checkpw", counting)
     return calls
 
 
