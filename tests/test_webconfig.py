@@ -7,10 +7,12 @@ accepts, the case says why (a setting Python's ssl cannot honour exactly).
 
 from __future__ import annotations
 
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import bcrypt
 import pytest
 
 from exporter.webconfig import WebConfigError, load_web_config
@@ -204,3 +206,44 @@ async def test_an_unsupported_key_exits_2_naming_it(pki: Pki) -> None:
         "not supported" in lines[-1]
     )
     assert "Traceback" not in err.decode()
+
+
+def _readme_blocks() -> list[str]:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## Security", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
+
+
+def test_the_readme_example_is_valid_here_and_for_promtool(pki: Pki, tmp_path: Path) -> None:
+    web, scrape = _readme_blocks()
+    for name, source in (
+        ("exporter.pem", pki.cert_file),
+        ("exporter.key", pki.key_file),
+        ("clients-ca.pem", pki.ca_file),
+    ):
+        (tmp_path / name).write_bytes(source.read_bytes())
+    path = tmp_path / "web-config.yml"
+    path.write_text(web)
+    config, context = load_web_config(path)
+    assert context is not None and config.users
+    assert bcrypt.checkpw(b"changeme", config.users["prometheus"])
+    checked = subprocess.run(
+        [binary("promtool"), "check", "web-config", str(path)],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    prometheus_dir = tmp_path / "prometheus"
+    prometheus_dir.mkdir()
+    for name in ("vms-exporter.password", "exporter-ca.pem", "prometheus.pem", "prometheus.key"):
+        (prometheus_dir / name).write_text("x\n")
+    prom_config = tmp_path / "prometheus.yml"
+    prom_config.write_text(scrape.replace("/etc/prometheus/", f"{prometheus_dir}/"))
+    checked = subprocess.run(
+        [binary("promtool"), "check", "config", str(prom_config)],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
