@@ -220,6 +220,22 @@ async def test_users_and_versions_change_with_the_file(pki: Pki) -> None:
         assert await outcome(h.url + "/-/healthy", tls12) == REFUSED
 
 
+async def test_client_auth_type_changes_with_the_file(pki: Pki) -> None:
+    path = write_config(pki, users=False)
+    async with served(path) as h:
+        assert h.web_config is not None
+        url = h.url + "/metrics"
+        assert await outcome(url, pki.client_context()) == 200
+        tls = f"client_auth_type: RequireAndVerifyClientCert\nclient_ca_file: {pki.ca_file.name}\n"
+        write_config(pki, tls, users=False)
+        assert h.web_config.reload_if_changed()
+        assert await outcome(url, pki.client_context()) == REFUSED
+        assert await outcome(url, pki.client_context(client=pki)) == 200
+        write_config(pki, users=False)
+        assert h.web_config.reload_if_changed()
+        assert await outcome(url, pki.client_context()) == 200
+
+
 async def test_a_broken_file_on_disk_keeps_the_last_good_configuration(
     pki: Pki, caplog: pytest.LogCaptureFixture
 ) -> None:
