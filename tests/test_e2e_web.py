@@ -256,3 +256,19 @@ def test_healthy_stays_open_over_tls_for_probes(servers: Servers) -> None:
     good = servers.pki.client_context(client=servers.pki)
     assert asyncio.run(outcome(servers.exporter + "/-/healthy", good)) == 200
     assert asyncio.run(outcome(servers.prometheus + "/-/healthy", good)) == 401
+
+
+def test_a_user_added_to_the_file_works_on_both_without_restart(servers: Servers) -> None:
+    """Runs last: it changes the shared file. The exporter process sees it within seconds."""
+    good = servers.pki.client_context(client=servers.pki)
+    added = ("grafana", "another secret")
+    assert asyncio.run(outcome(servers.exporter + "/metrics", good, added)) == 401
+    text = servers.web_config.read_text()
+    servers.web_config.write_text(text + f"  {added[0]}: '{bcrypt_hash(added[1])}'\n")
+
+    def accepted() -> bool:
+        return asyncio.run(outcome(servers.exporter + "/metrics", good, added)) == 200
+
+    _eventually("the new user accepted by the exporter", accepted, deadline=10)
+    assert asyncio.run(outcome(servers.prometheus + "/metrics", good, added)) == 200
+    assert asyncio.run(outcome(servers.exporter + "/metrics", good, (USER, PASSWORD))) == 200
