@@ -103,7 +103,7 @@ class BasicAuthChecker:
 
 def security_middleware(live: LiveWebConfig, checker: BasicAuthChecker | None = None) -> Middleware:
     """An aiohttp middleware enforcing ``live``'s basic auth and adding its headers."""
-    auth = checker or BasicAuthChecker()
+    auth = checker if checker is not None else BasicAuthChecker()
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
