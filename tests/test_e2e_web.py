@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -90,33 +92,26 @@ basic_auth_users:
 """
 
 
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    prometheus_bin = binary("prometheus")
-    work = tmp_path_factory.mktemp("e2e-web")
-    pki, other = make_pki(work), make_pki(work, "other")
-    web_config = work / "web.yml"
-    web_config.write_text(WEB_CONFIG.format(user=USER, hash=bcrypt_hash(PASSWORD, rounds=10)))
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextmanager
+def _pair(
+    work: Path, web_config: Path, scrape: Callable[[int], str] = lambda port: ""
+) -> Iterator[tuple[str, str]]:
+    """The exporter and Prometheus, both reading ``web_config``; yields (prometheus, exporter).
+
+    ``scrape`` gives Prometheus' scrape_configs for the exporter's port.
+    """
     exporter_port, prom_port = free_port(), free_port()
     config = work / "exporter.toml"
     # Nothing listens on port 1: the exporter serves its own metrics (vms_up 0) all the same.
     config.write_text('[targets.main]\nurl = "http://127.0.0.1:1"\ntoken = "t"\n')
-    tls_config = (
-        f"    tls_config:\n      ca_file: {pki.ca_file}\n"
-        f"      cert_file: {pki.client_cert_file}\n      key_file: {pki.client_key_file}\n"
-    )
     prom_config = work / "prometheus.yml"
-    prom_config.write_text(
-        "global:\n  scrape_interval: 1s\n"
-        "scrape_configs:\n"
-        + "".join(
-            f"  - job_name: {job}\n    scheme: https\n"
-            f"    basic_auth:\n      username: {USER}\n      password: '{password}'\n"
-            + tls_config
-            + f"    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n"
-            for job, password in ((JOB, PASSWORD), (WRONG_JOB, "not the password"))
-        )
-    )
+    prom_config.write_text("global:\n  scrape_interval: 1s\n" + scrape(exporter_port))
     processes = [
         _spawn(
             [
@@ -134,7 +129,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         ),
         _spawn(
             [
-                prometheus_bin,
+                binary("prometheus"),
                 f"--config.file={prom_config}",
                 f"--web.config.file={web_config}",
                 f"--storage.tsdb.path={work / 'tsdb'}",
@@ -144,16 +139,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
             work / "prometheus.log",
         ),
     ]
-    servers = Servers(
-        pki,
-        other,
-        web_config,
-        f"https://127.0.0.1:{prom_port}",
-        f"https://127.0.0.1:{exporter_port}",
-    )
     try:
-        _eventually("Prometheus ready", lambda: servers.api("/api/v1/status/buildinfo"))
-        yield servers
+        _eventually("both listening", lambda: _listening(exporter_port) and _listening(prom_port))
+        yield f"https://127.0.0.1:{prom_port}", f"https://127.0.0.1:{exporter_port}"
     finally:
         for proc in processes:
             proc.terminate()
@@ -163,6 +151,32 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    work = tmp_path_factory.mktemp("e2e-web")
+    pki, other = make_pki(work), make_pki(work, "other")
+    web_config = work / "web.yml"
+    web_config.write_text(WEB_CONFIG.format(user=USER, hash=bcrypt_hash(PASSWORD, rounds=10)))
+    tls_config = (
+        f"    tls_config:\n      ca_file: {pki.ca_file}\n"
+        f"      cert_file: {pki.client_cert_file}\n      key_file: {pki.client_key_file}\n"
+    )
+
+    def scrape(exporter_port: int) -> str:
+        return "scrape_configs:\n" + "".join(
+            f"  - job_name: {job}\n    scheme: https\n"
+            f"    basic_auth:\n      username: {USER}\n      password: '{password}'\n"
+            + tls_config
+            + f"    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n"
+            for job, password in ((JOB, PASSWORD), (WRONG_JOB, "not the password"))
+        )
+
+    with _pair(work, web_config, scrape) as (prometheus, exporter):
+        servers = Servers(pki, other, web_config, prometheus, exporter)
+        _eventually("Prometheus ready", lambda: servers.api("/api/v1/status/buildinfo"))
+        yield servers
 
 
 def test_promtool_accepts_the_web_config(servers: Servers) -> None:
@@ -272,3 +286,54 @@ def test_a_user_added_to_the_file_works_on_both_without_restart(servers: Servers
     _eventually("the new user accepted by the exporter", accepted, deadline=10)
     assert asyncio.run(outcome(servers.prometheus + "/metrics", good, added)) == 200
     assert asyncio.run(outcome(servers.exporter + "/metrics", good, (USER, PASSWORD))) == 200
+
+
+OTHER_CONFIGS = {
+    "VerifyClientCertIfGiven, no basic auth": (
+        "  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: ca.pem\n",
+        {"no certificate": 200, "own CA": 200, "other CA": REFUSED, "TLS 1.2 only": 200},
+    ),
+    # http2 off: with it, Go refuses to start without an AES-128-GCM suite in the list.
+    "cipher_suites, TLS 1.2 only": (
+        "  max_version: TLS12\n  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]\n"
+        "http_server_config:\n  http2: false\n",
+        {"AES128 only": REFUSED, "AES256 only": 200, "no certificate": 200},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(OTHER_CONFIGS))
+def test_same_outcomes_as_prometheus_for_other_settings(
+    name: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    tls, expected = OTHER_CONFIGS[name]
+    work = tmp_path_factory.mktemp("e2e-web-other")
+    pki, other = make_pki(work), make_pki(work, "other")
+    web_config = work / "web.yml"
+    web_config.write_text(
+        "tls_server_config:\n  cert_file: ca-server.pem\n  key_file: ca-server.key\n" + tls
+    )
+
+    def client(ciphers: str | None = None, **kwargs: Any) -> ssl.SSLContext:
+        context = pki.client_context(**kwargs)
+        if ciphers is not None:
+            context.maximum_version = ssl.TLSVersion.TLSv1_2
+            context.set_ciphers(ciphers)
+        return context
+
+    contexts = {
+        "no certificate": client(),
+        "own CA": client(client=pki),
+        "other CA": client(client=other),
+        "TLS 1.2 only": client(max_version=ssl.TLSVersion.TLSv1_2),
+        "AES128 only": client("ECDHE-ECDSA-AES128-GCM-SHA256"),
+        "AES256 only": client("ECDHE-ECDSA-AES256-GCM-SHA384"),
+    }
+
+    async def both(url: str) -> dict[str, int | str]:
+        return {case: await outcome(url + "/metrics", contexts[case]) for case in expected}
+
+    with _pair(work, web_config) as (prometheus, exporter):
+        reference, ours = asyncio.run(both(prometheus)), asyncio.run(both(exporter))
+    assert reference == expected
+    assert ours == expected

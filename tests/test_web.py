@@ -97,6 +97,18 @@ async def test_max_version_tls12_still_serves_a_tls13_capable_client(pki: Pki) -
         writer.close()
 
 
+async def test_cipher_suites_limit_tls12_to_the_listed_suites(pki: Pki) -> None:
+    """trustme makes ECDSA keys, hence ECDSA suites."""
+    tls = "max_version: TLS12\ncipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]\n"
+    async with served(write_config(pki, tls, users=False)) as h:
+        listed = pki.client_context(max_version=ssl.TLSVersion.TLSv1_2)
+        listed.set_ciphers("ECDHE-ECDSA-AES256-GCM-SHA384")
+        unlisted = pki.client_context(max_version=ssl.TLSVersion.TLSv1_2)
+        unlisted.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305")
+        assert await outcome(h.url + "/metrics", listed) == 200
+        assert await outcome(h.url + "/metrics", unlisted) == REFUSED
+
+
 @pytest.mark.parametrize(
     ("client_auth", "without", "own_ca", "other_ca"),
     [
