@@ -454,7 +454,7 @@ def _check_files(settings: Settings) -> None:
     for name, target in settings.targets.items():
         if target.cert_file is not None and target.key_file is not None:
             try:
-                ssl.create_default_context().load_cert_chain(
+                ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(
                     target.cert_file, target.key_file, password=lambda: b""
                 )
             except OSError as exc:
