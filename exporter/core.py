@@ -54,8 +54,13 @@ class Events:
     """terminal status → downloads seen entering it."""
     durations: list[tuple[str, float]] = field(default_factory=list)
     """(terminal status, seconds) for each finish seen live."""
-    file_removed: int = 0
+    file_removed_ages: list[float] = field(default_factory=list)
+    """For each file seen going from existing to missing: seconds since its ``created_at``."""
     aged_out_in_progress: int = 0
+
+    @property
+    def file_removed(self) -> int:
+        return len(self.file_removed_ages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +178,7 @@ def reconcile(
                 and held.file_exists == "true"
                 and item.file_exists == "false"
             ):
-                events.file_removed += 1
+                events.file_removed_ages.append(max(0.0, seen_at - item.created_at))
         records[item.id] = item
         current.append(item)
 

@@ -31,6 +31,10 @@ BACKGROUND = " (from the exporter's background poll of the VMS, not fetched at s
 EXPORT_DURATION_BUCKETS = (10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400)
 COMMON_CODES = ("200", "401", "422", "429", "500", "502", "503", "504", "error")
 """Codes whose request counters exist from the start, so rate() sees their first request."""
+FILE_REMOVED_AGE_BUCKETS = tuple(
+    hours * 3600 for hours in (1, 2, 6, 12, 24, 48, 72, 168, 336, 720)
+)
+"""1 h to 30 d: the retention periods a VMS is likely to use for exported files."""
 POLL_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
 
 
@@ -133,6 +137,14 @@ class ExporterMetrics:
             ["target"],
             registry=r,
         )
+        self.file_removed_age = Histogram(
+            "vms_downloads_file_removed_age_seconds",
+            "For each file removal counted: seconds from the download's created_at to when "
+            "its file was seen missing (retention clean-up vs. a lost file)" + BACKGROUND,
+            ["target"],
+            buckets=FILE_REMOVED_AGE_BUCKETS,
+            registry=r,
+        )
         self.aged_out = Counter(
             "vms_downloads_aged_out_in_progress_total",
             "Downloads that left the lookback window while still in progress" + BACKGROUND,
@@ -216,6 +228,7 @@ class ExporterMetrics:
             self.finished.labels(target, status)
             self.export_duration.labels(target, status)
         self.file_removed.labels(target)
+        self.file_removed_age.labels(target)
         self.aged_out.labels(target)
         self.up.labels(target).set(0)
         self.poll_duration.labels(target)
@@ -263,6 +276,8 @@ class ExporterMetrics:
             self.export_duration.labels(target, status).observe(seconds)
         if events.file_removed:
             self.file_removed.labels(target).inc(events.file_removed)
+        for age in events.file_removed_ages:
+            self.file_removed_age.labels(target).observe(age)
         if events.aged_out_in_progress:
             self.aged_out.labels(target).inc(events.aged_out_in_progress)
         for reason, count in invalid.items():

@@ -177,3 +177,21 @@ def test_file_removal_of_completed_download() -> None:
         T0 + 60,
     )
     assert events["removed"] == 1
+
+
+def test_file_removal_records_how_old_the_download_was() -> None:
+    """The age tells retention clean-up (old files) from a lost file (a young one)."""
+    items = [rec(1, "completed", created=T0 - 2 * HOUR), rec(2, "completed", created=T0 - 60)]
+    memory, _ = poll(None, items, T0)
+    out = reconcile(
+        memory,
+        [
+            rec(1, "completed", exists="false", created=T0 - 2 * HOUR, updated=T0 + 30),
+            rec(2, "completed", exists="false", created=T0 - 60, updated=T0 + 30),
+        ],
+        poll_started=T0 + 60,
+        window_start=T0 + 60 - LOOKBACK,
+        seen_at=T0 + 65,
+    )
+    assert sorted(out.events.file_removed_ages) == [125.0, 2 * HOUR + 65]
+    assert out.events.file_removed == 2

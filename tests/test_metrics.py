@@ -40,6 +40,7 @@ def test_every_label_set_exists_from_the_start() -> None:
     for stream in ("high", "low", "unknown"):
         assert value(samples, "vms_downloads_created_total", target="a", stream_type=stream) == 0
     assert value(samples, "vms_downloads_file_removed_total", target="a") == 0
+    assert value(samples, "vms_downloads_file_removed_age_seconds_count", target="a") == 0
     assert value(samples, "vms_downloads_aged_out_in_progress_total", target="a") == 0
     assert value(samples, "vms_up", target="a") == 0
     assert value(samples, "vms_exporter_poll_interval_seconds", target="a") == 60
@@ -118,7 +119,7 @@ def test_window_is_dropped_after_max_staleness_but_counters_stay() -> None:
     m.poll_succeeded(
         "a",
         snapshot=aggregate([rec(1, created=T0 - 5)]),
-        events=Events(file_removed=2),
+        events=Events(file_removed_ages=[1800.0, 5 * 86400.0]),
         duration=1,
         finished_at=T0,
         reported_total=1,
@@ -143,6 +144,11 @@ def test_window_is_dropped_after_max_staleness_but_counters_stay() -> None:
     samples = parse_metrics(generate_latest(m.registry).decode())
     assert not [k for k in samples if k[0] == "vms_downloads"]
     assert value(samples, "vms_downloads_file_removed_total", target="a") == 2
+    age = "vms_downloads_file_removed_age_seconds_bucket"
+    assert value(samples, age, target="a", le="3600.0") == 1
+    assert value(samples, age, target="a", le="259200.0") == 1  # 5 d is above 3 d
+    assert value(samples, age, target="a", le="604800.0") == 2
+    assert value(samples, age, target="a", le="+Inf") == 2
     assert value(samples, "vms_exporter_items_invalid_total", target="a", reason="no_id") == 3
     assert value(samples, "vms_exporter_last_poll_success_timestamp_seconds", target="a") == T0
 
