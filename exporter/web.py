@@ -1,4 +1,4 @@
-"""The HTTP side: /metrics, /-/healthy, /-/ready and a small landing page."""
+"""The HTTP side: /metrics, /-/healthy, /-/ready, /runbook and a small landing page."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from exporter import __version__
+from exporter import __version__, runbook
 from exporter.metrics import ExporterMetrics
 from exporter.poller import TargetPoller
 from exporter.webauth import security_middleware
@@ -33,7 +33,12 @@ def create_app(
     app.router.add_get("/-/healthy", _healthy)
     app.router.add_get("/-/ready", _ready_handler(pollers))
     app.router.add_get("/", _landing_handler(pollers))
+    app.router.add_get("/runbook", _runbook)
     return app
+
+
+async def _runbook(request: web.Request) -> web.Response:
+    return web.Response(text=runbook.page(), content_type="text/html")
 
 
 async def _healthy(request: web.Request) -> web.Response:
@@ -82,7 +87,8 @@ def _landing_handler(pollers: Sequence[TargetPoller]) -> Handler:
 td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}</style></head>
 <body><h1>VMS downloads exporter</h1>
 <p>Version {html.escape(__version__)}. <a href="metrics">Metrics</a> ·
-<a href="-/healthy">healthy</a> · <a href="-/ready">ready</a></p>
+<a href="-/healthy">healthy</a> · <a href="-/ready">ready</a> ·
+<a href="runbook">Runbook</a> (what each alert means and what to do)</p>
 <p>Values come from a background poll of each VMS, not from the scrape.</p>
 <table><tr><th>target</th><th>URL</th><th>last poll</th><th>result</th>
 <th>last success</th><th>downloads in window</th><th>error</th></tr>
