@@ -1,0 +1,1 @@
+"""Source of the generated alert rules and dashboard; see gen.py."""
