@@ -31,9 +31,7 @@ BACKGROUND = " (from the exporter's background poll of the VMS, not fetched at s
 EXPORT_DURATION_BUCKETS = (10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400)
 COMMON_CODES = ("200", "401", "422", "429", "500", "502", "503", "504", "error")
 """Codes whose request counters exist from the start, so rate() sees their first request."""
-FILE_REMOVED_AGE_BUCKETS = tuple(
-    hours * 3600 for hours in (1, 2, 6, 12, 24, 48, 72, 168, 336, 720)
-)
+FILE_REMOVED_AGE_BUCKETS = tuple(hours * 3600 for hours in (1, 2, 6, 12, 24, 48, 72, 168, 336, 720))
 """1 h to 30 d: the retention periods a VMS is likely to use for exported files."""
 POLL_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
 

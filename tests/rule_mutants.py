@@ -27,7 +27,7 @@ import yaml
 from tests.promql_names import ALERTS_PATH, RULE_TESTS_DIR
 
 _NUMBER = re.compile(r"(?<![\w.\[$])(\d+(?:\.\d+)?)(?![\w.\]])")
-_RANGE = re.compile(r"(?<!last_over_time\()(\b\w+(?:\{[^}]*\})?)\[(\d+)([smhd])\]")
+_RANGE = re.compile(r"(\b\w+(?:\{[^}]*\})?)\[(\d+)([smhd])\]")
 _INSTANT = re.compile(r"last_over_time\((\w+(?:\{[^}]*\})?)\[[^\]]+\]\)")
 
 
@@ -75,11 +75,11 @@ def _expr_mutants(expr: str) -> Iterator[tuple[str, str]]:
         if expr[: match.start()].endswith("last_over_time("):
             continue
         value, unit = int(match.group(2)), match.group(3)
-        for new in (value * 2, value // 2):
-            if new:
+        for size in (value * 2, value // 2):
+            if size:
                 start = match.start(2) - 1
-                mutated = f"{expr[:start]}[{new}{unit}]{expr[match.end() :]}"
-                yield label(f"[{value}{unit}] -> [{new}{unit}]"), mutated
+                mutated = f"{expr[:start]}[{size}{unit}]{expr[match.end() :]}"
+                yield label(f"[{value}{unit}] -> [{size}{unit}]"), mutated
     for start, end in _clauses(expr):
         yield f"drop clause {' '.join(expr[start:end].split())[:50]!r}", expr[:start] + expr[end:]
     if "max by (target" in expr:

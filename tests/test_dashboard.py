@@ -181,6 +181,8 @@ def _dedup_problem(
     kind = contract[selector.metric].type if selector.metric in contract else "histogram"
     wrap = _GAUGE_WRAP if kind == "gauge" else _COUNTER_WRAP
     match = wrap.search(prefix)
+    if match is None and kind == "gauge" and _in_a_per_series_filter(expr, selector.start):
+        return None
     if match is None:
         shape = "max by (target, ...) (" + ("" if kind == "gauge" else "rate|increase(")
         return f"{selector.metric} is not directly inside {shape}"
@@ -191,6 +193,20 @@ def _dedup_problem(
             f"max by ({', '.join(sorted(grouped))}) over {selector.metric} merges {sorted(missing)}"
         )
     return None
+
+
+def _in_a_per_series_filter(expr: str, position: int) -> bool:
+    """Whether ``position`` is in an `and` filter inside ``max by (target, ...) (...)``:
+    the filter joins each replica's own series before the max (as the freshness
+    filter of VmsDownloadsExportStuck does)."""
+    for found in re.finditer(r"\bmax\s+by\s*\(\s*target\b[^)]*\)\s*\(", expr):
+        depth, end = 1, found.end()
+        while depth and end < len(expr):
+            depth += {"(": 1, ")": -1}.get(expr[end], 0)
+            end += 1
+        if found.end() <= position < end and re.search(r"\band\b", expr[found.end() : position]):
+            return True
+    return False
 
 
 def _dedup_problems(
@@ -228,6 +244,7 @@ def test_dedup_check_catches_sum(contract: dict[str, ContractMetric]) -> None:
         'max by (target) (vms_downloads_finished_total{target=~"$target"})',
         "sum by (target) (max_over_time(vms_up[5m]))",
         "max_over_time(vms_up[5m])",
+        "max by (target) (vms_up) and vms_exporter_poll_interval_seconds",
     ]
     for expr in bad:
         assert any(_dedup_problem(expr, s, contract) for s in selectors(expr)), expr
@@ -236,6 +253,8 @@ def test_dedup_check_catches_sum(contract: dict[str, ContractMetric]) -> None:
         ' (vms_downloads{status="failed", file_exists="true"}))',
         "max by (target) (max_over_time(vms_up[5m])) == 1",
         "max by (target) (changes(vms_up[15m])) >= 2",
+        "max by (target) (last_over_time(vms_downloads_newest_created_timestamp_seconds[3m])"
+        " and (time() - vms_exporter_last_poll_success_timestamp_seconds) < 300)",
     ]
     for expr in good:
         assert not any(_dedup_problem(expr, s, contract) for s in selectors(expr)), expr
@@ -368,3 +387,12 @@ def test_panel_queries_substitute_every_variable() -> None:
 def test_helper_paths_point_into_the_repository() -> None:
     assert DASHBOARD_PATH.is_relative_to(REPO)
     assert DASHBOARD_PATH.is_file()
+
+
+def test_runbook_link_goes_to_an_exporter_of_the_selected_job(dashboard: dict[str, Any]) -> None:
+    """Issue 11, point 8: by default the exporter serves the runbook (/runbook)."""
+    (link,) = [link for link in dashboard["links"] if link["title"] == "Runbook"]
+    assert link["url"] == "http://${instance}/runbook"
+    variable = next(v for v in dashboard["templating"]["list"] if v["name"] == "instance")
+    assert variable["query"] == 'label_values(vms_exporter_build_info{job=~"$job"}, instance)'
+    assert not variable["multi"] and not variable["includeAll"]

@@ -28,7 +28,9 @@ from tests.promql_names import ALERTS_PATH, panel_queries
 
 pytestmark = pytest.mark.e2e
 
-JOB = "vms-downloads-exporter"
+# Not the example's job name, as under the Prometheus Operator (the Service's
+# name): no rule may depend on it (issue 11, point 2).
+JOB = "cctv/vms-exporter"
 WAIT = 60.0
 T = TypeVar("T")
 
@@ -100,7 +102,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     prom_config.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
         f"rule_files:\n  - {ALERTS_PATH}\n"
-        f"scrape_configs:\n  - job_name: {JOB}\n"
+        f"scrape_configs:\n  - job_name: '{JOB}'\n"
         f"    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n"
     )
     processes = [
@@ -207,6 +209,15 @@ def test_every_rule_evaluates_without_error(stack: Stack) -> None:
     assert len(rules) >= 10
 
 
+def test_dead_mans_switch_is_silent_under_another_job_name(stack: Stack) -> None:
+    """Before issue 11, VmsExporterAbsent (critical) fired forever on this healthy stack."""
+    _eventually("vms_up", lambda: stack.query('vms_up{target="main"} == 1'))
+    time.sleep(3)  # a few evaluations (every second) with the exporter up
+    assert stack.query("absent(vms_exporter_build_info)") == []
+    assert "VmsExporterAbsent" not in stack.alerts()
+    assert "VmsExporterDown" not in stack.alerts()
+
+
 def test_every_panel_query_returns_data(stack: Stack) -> None:
     queries = panel_queries(variables={"target": "main", "job": JOB, "__rate_interval": "30s"})
     assert len(queries) >= 20
@@ -248,3 +259,13 @@ def test_failed_exports_alert_fires_only_after_failures(stack: Stack) -> None:
     assert state in ("pending", "firing")
     failed = stack.query('vms_downloads_finished_total{target="main",status="failed"}')
     assert float(failed[0]["value"][1]) > 0
+    alert = next(
+        a
+        for a in _get(f"{stack.prometheus}/api/v1/alerts")["data"]["alerts"]
+        if a["labels"]["alertname"] == "VmsDownloadsExportFailed"
+    )
+    runbook, anchor = alert["annotations"]["runbook_url"].split("#")
+    assert runbook == f"{stack.exporter}/runbook"  # the instance that polls the target
+    with urllib.request.urlopen(runbook, timeout=5) as response:  # noqa: S310 (loopback)
+        assert f'id="{anchor}"'.encode() in response.read()
+    assert alert["annotations"]["description"].endswith("/d/vms-downloads?var-target=main")

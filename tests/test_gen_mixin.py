@@ -60,7 +60,7 @@ def test_check_fails_on_a_hand_edited_file(tmp_path: Path) -> None:
 
 
 def test_the_selector_reaches_every_selector_of_the_exporters_series(tmp_path: Path) -> None:
-    out = generate(tmp_path, "selector = 'job=\"cctv\", env=~\"prod|staging\"'\n")
+    out = generate(tmp_path, 'selector = \'job="cctv", env=~"prod|staging"\'\n')
     result = promtool("check", "rules", str(out / RULES_OUT))
     assert result.returncode == 0, result.stdout + result.stderr
     exprs = [r.expr for r in load_rules([out / RULES_OUT])]
@@ -105,9 +105,9 @@ def test_links_follow_the_settings(tmp_path: Path) -> None:
     for rule in load_rules([out / RULES_OUT]):
         anchor = rule.name.lower()
         assert rule.annotations["runbook_url"] == f"https://vms-exporter.example/runbook#{anchor}"
-        assert "Dashboard: https://grafana.example/d/vms-downloads" in rule.annotations[
-            "description"
-        ]
+        assert (
+            "Dashboard: https://grafana.example/d/vms-downloads" in rule.annotations["description"]
+        )
     board = load_dashboard(out / DASHBOARD_OUT)
     assert board["links"][0]["url"] == "https://vms-exporter.example/runbook"
     out = generate(tmp_path, 'runbook_url = "https://git.example/ops/runbook.md"\n')
