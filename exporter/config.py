@@ -120,6 +120,41 @@ def format_duration(seconds: float) -> str:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB)?")
+_UNIT_BYTES = {
+    None: 1,
+    "B": 1,
+    "KB": 10**3,
+    "KiB": 2**10,
+    "MB": 10**6,
+    "MiB": 2**20,
+    "GB": 10**9,
+    "GiB": 2**30,
+}
+MIN_SIZE = 1024
+MAX_SIZE = 2**30
+
+
+def parse_size(value: object) -> int:
+    """Bytes from ``"512KiB"``, ``"16MiB"``, ``"1GB"`` or a plain number of bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as '16MiB', not a boolean")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE.fullmatch(value.strip())):
+        number = float(match.group(1)) * _UNIT_BYTES[match.group(2)]
+        if not math.isfinite(number):
+            raise ValueError(f"size too large: {value!r}")
+        size = int(number)
+    else:
+        raise ValueError(f"invalid size {value!r}: use e.g. '512KiB', '16MiB', or bytes")
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise ValueError(f"size must be between 1KiB and 1GiB, got {value!r}")
+    return size
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -166,6 +201,8 @@ class TargetSettings(_Section):
     request_timeout: Duration = 10.0
     max_rps: float = Field(default=0.0, ge=0, le=10_000, allow_inf_nan=False)
     max_pages: int = Field(default=1000, ge=1)
+    max_response_size: Size = 16 * 2**20
+    max_downloads: int = Field(default=1_000_000, ge=1, le=100_000_000)
     tls_verify: bool = True
     ca_file: Path | None = None
     cert_file: Path | None = None

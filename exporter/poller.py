@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from exporter.config import Settings, TargetSettings
-from exporter.core import Memory, aggregate, reconcile
+from exporter.core import Memory, Reconciled, aggregate, reconcile
 from exporter.metrics import ExporterMetrics
 from exporter.vms.client import VmsClient, Window, WindowResult
-from exporter.vms.errors import InvalidResponse, PollError, PollTimeout
+from exporter.vms.errors import InvalidResponse, LimitExceeded, PollError, PollTimeout
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,25 @@ class TargetPoller:
             )
             async with asyncio.timeout(self._poll.timeout):
                 result = await self.client.fetch_window(window)
-            return self._succeeded(result, window, started, began)
+                finished = self._clock()
+                reconciled = reconcile(
+                    self._memory,
+                    result.downloads,
+                    poll_started=started,
+                    window_start=window.keep_from,
+                    seen_at=finished,
+                )
+            # Decoding and reconciling hold the loop between awaits: a poll that
+            # overran its deadline there is still a timeout, never a success.
+            if time.monotonic() - began > self._poll.timeout:
+                raise TimeoutError
+            if len(reconciled.memory.records) > self.target.max_downloads:
+                raise LimitExceeded(
+                    f"remembering this window would take {len(reconciled.memory.records)} "
+                    f"records, more than max_downloads={self.target.max_downloads}; "
+                    "raise max_downloads or shorten lookback"
+                )
+            return self._succeeded(result, reconciled, finished, began)
         except TimeoutError:
             return self._failed(
                 PollTimeout(f"the poll did not finish within poll.timeout={self._poll.timeout:g}s"),
@@ -91,17 +109,9 @@ class TargetPoller:
             return self._failed(error, began, traceback=exc if first_time else None)
 
     def _succeeded(
-        self, result: WindowResult, window: Window, started: float, began: float
+        self, result: WindowResult, reconciled: Reconciled, finished: float, began: float
     ) -> PollOutcome:
-        finished = self._clock()
         duration = time.monotonic() - began
-        reconciled = reconcile(
-            self._memory,
-            result.downloads,
-            poll_started=started,
-            window_start=window.keep_from,
-            seen_at=finished,
-        )
         self._memory = reconciled.memory
         snapshot = aggregate(
             reconciled.current, per_camera=self._per_camera, max_cameras=self._max_cameras

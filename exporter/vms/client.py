@@ -8,7 +8,6 @@ the query string), so the token only ever goes to the configured server.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -29,6 +28,7 @@ import aiohttp
 from exporter import __version__
 from exporter.config import TargetSettings
 from exporter.vms.auth import Credentials, ServiceAccount, StaticToken
+from exporter.vms.decode import Page, decode_page
 from exporter.vms.errors import (
     ConnectionFailed,
     HttpError,
@@ -39,7 +39,7 @@ from exporter.vms.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from exporter.vms.models import Download, InvalidItem, parse_download
+from exporter.vms.models import Download
 from exporter.vms.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,9 @@ BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
 MAX_RETRY_AFTER = 30.0
 _QUERY_FORMAT = "%Y-%m-%d %H:%M:%S"
-_COUNT = re.compile(r"[0-9]{1,15}")
+_DIGITS = re.compile(r"[0-9]+")
+_READ_CHUNK = 64 * 1024
+MAX_REREAD_ROUNDS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,49 +93,80 @@ class WindowResult:
     invalid: Counter[str] = field(default_factory=Counter)
 
 
-@dataclass(frozen=True, slots=True)
-class _PageMeta:
-    last_page: int
-    total: int
+class _Collector:
+    """The usable items of one window's pages: de-duplicated, in the window, bounded."""
+
+    def __init__(self, window: Window, max_downloads: int) -> None:
+        self._window = window
+        self._max = max_downloads
+        self.kept: dict[str, Download] = {}
+        self.invalid: Counter[str] = Counter()
+
+    def add(self, page: Page) -> None:
+        self.invalid.update(page.invalid)
+        low, high = self._window.keep_from, self._window.keep_to
+        kept = self.kept
+        for download in page.downloads:
+            if not low <= download.created_at <= high:
+                continue
+            held = kept.get(download.id)
+            if held is None:
+                if len(kept) >= self._max:
+                    raise LimitExceeded(
+                        f"the window holds more than max_downloads={self._max} downloads; "
+                        "raise max_downloads or shorten lookback"
+                    )
+                kept[download.id] = download
+            elif (download.updated_at or 0.0) >= (held.updated_at or 0.0):
+                kept[download.id] = download
 
 
-def _as_count(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, str) and _COUNT.fullmatch(value):
-        return int(value)
-    return None
+class _Coverage:
+    """Which positions of the list, newest first, the pages read so far have shown.
 
+    New downloads are listed first, so when ``meta.total`` grew by ``d`` after a page
+    was read, what that page showed now sits ``d`` positions further down. Positions
+    no read covers (an item pushed past a page boundary after its new page was read,
+    or pages not read yet) are the pages to read (again).
+    """
 
-def read_page(body: object) -> tuple[list[Any], _PageMeta]:
-    """The items and paging facts of one decoded page; InvalidResponse if the envelope is broken."""
-    if not isinstance(body, dict):
-        raise InvalidResponse(f"page is a JSON {type(body).__name__}, not an object")
-    data = body.get("data")
-    if not isinstance(data, list):
-        raise InvalidResponse("page has no 'data' list")
-    meta = body.get("meta")
-    if not isinstance(meta, dict):
-        raise InvalidResponse("page has no 'meta' object")
-    last_page = _as_count(meta.get("last_page"))
-    total = _as_count(meta.get("total"))
-    if last_page is None or total is None:
-        raise InvalidResponse("page meta lacks a valid 'last_page' or 'total'")
-    return data, _PageMeta(last_page=last_page, total=total)
+    def __init__(self, per_page: int) -> None:
+        self.per_page = per_page
+        self.reads: dict[int, int] = {}
+        """page number → ``meta.total`` of its latest answer."""
+
+    def read(self, number: int, total: int) -> None:
+        self.reads[number] = total
+
+    @property
+    def total(self) -> int:
+        return max(self.reads.values(), default=0)
+
+    def missing_pages(self) -> list[int]:
+        total, size = self.total, self.per_page
+        spans = sorted(
+            ((number - 1) * size + total - seen, min(number * size, seen) + total - seen)
+            for number, seen in self.reads.items()
+        )
+        pages: set[int] = set()
+        covered = 0
+        for low, high in [*spans, (total, total)]:
+            if low > covered:
+                pages.update(range(covered // size + 1, (min(low, total) - 1) // size + 2))
+            covered = max(covered, high)
+        return sorted(pages)
 
 
 def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    if _COUNT.fullmatch(value.strip()):
-        return float(value)
+    """Seconds to wait from a ``Retry-After`` of seconds or an HTTP date; None if unusable."""
+    text = (value or "").strip()
+    if _DIGITS.fullmatch(text):
+        return float(text) if len(text) <= 15 else math.inf
     try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        when = parsedate_to_datetime(text)
+        return max(0.0, (when - datetime.now(when.tzinfo)).total_seconds())
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, (when - datetime.now(when.tzinfo)).total_seconds())
 
 
 def _validation_reasons(body: bytes) -> str:
@@ -224,53 +257,65 @@ class VmsClient:
             self._session = None
 
     async def fetch_window(self, window: Window) -> WindowResult:
-        """Every page of ``window``: page 1 first, then the rest ``concurrency`` at a time."""
+        """Every page of ``window``: page 1 first, then the rest by ``concurrency`` workers.
+
+        Downloads created meanwhile push items to later pages; when ``meta.total``
+        grew during the poll, the pages whose items may have slipped past a read
+        are read again (at most :data:`MAX_REREAD_ROUNDS` times), so that one
+        poll's counts are complete.
+        """
         self._credentials.begin_poll()
-        kept: dict[str, Download] = {}
-        invalid: Counter[str] = Counter()
+        collector = _Collector(window, self._target.max_downloads)
+        first = await self._read_page(1, window)
+        collector.add(first)
+        reported_total = first.total
+        coverage = _Coverage(first.per_page or self._target.per_page)
+        coverage.read(1, first.total)
+        last_page = first.last_page
+        rereads = 0
 
-        def take(items: list[Any]) -> None:
-            for item in items:
-                try:
-                    download = parse_download(item)
-                except InvalidItem as exc:
-                    invalid[exc.reason] += 1
-                    continue
-                if not window.keep_from <= download.created_at <= window.keep_to:
-                    continue
-                held = kept.get(download.id)
-                if held is None or (download.updated_at or 0.0) >= (held.updated_at or 0.0):
-                    kept[download.id] = download
+        async def read(number: int) -> None:
+            nonlocal last_page
+            page = await self._read_page(number, window)
+            collector.add(page)  # at once, so that each decoded page is freed as soon as read
+            coverage.read(number, page.total)
+            last_page = max(last_page, page.last_page)
 
-        items, meta = read_page(await self._get_page(1, window))
-        take(items)
-        reported_total, last_page, fetched = meta.total, meta.last_page, 1
-        semaphore = asyncio.Semaphore(self._target.concurrency)
-
-        async def page(number: int) -> _PageMeta:
-            async with semaphore:
-                items, meta = read_page(await self._get_page(number, window))
-            take(items)  # at once, so that each decoded page is freed as soon as it is read
-            return meta
-
-        # Items created while paging push others to later pages: if a later page
-        # reports more pages than page 1 did, fetch those too.
-        while fetched < last_page:
+        while True:
             if last_page > self._target.max_pages:
                 raise LimitExceeded(
                     f"the window has {last_page} pages, more than max_pages="
                     f"{self._target.max_pages}; raise max_pages or per_page, or shorten lookback"
                 )
-            numbers = range(fetched + 1, last_page + 1)
-            try:
-                async with asyncio.TaskGroup() as group:
-                    tasks = [group.create_task(page(n)) for n in numbers]
-            except BaseExceptionGroup as exc:
-                raise _first_error(exc) from None
-            for task in tasks:
-                last_page = max(last_page, task.result().last_page)
-            fetched = numbers[-1]
-        return WindowResult(list(kept.values()), reported_total, fetched, invalid)
+            unread = range(max(coverage.reads) + 1, last_page + 1)
+            numbers = sorted(set(unread) | set(coverage.missing_pages()))
+            numbers = [n for n in numbers if n <= last_page]
+            if any(n in coverage.reads for n in numbers):
+                if rereads == MAX_REREAD_ROUNDS:
+                    numbers = list(unread)
+                else:
+                    rereads += 1
+            if not numbers:
+                break
+            await self._in_pool(numbers, read)
+        return WindowResult(
+            list(collector.kept.values()), reported_total, max(coverage.reads), collector.invalid
+        )
+
+    async def _in_pool(self, numbers: list[int], read: Callable[[int], Awaitable[None]]) -> None:
+        """``read`` every page number with at most ``concurrency`` in flight (one task each)."""
+        queue = iter(numbers)
+
+        async def worker() -> None:
+            for number in queue:  # shared: each worker takes the next number
+                await read(number)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self._target.concurrency, len(numbers))):
+                    group.create_task(worker())
+        except BaseExceptionGroup as exc:
+            raise _first_error(exc) from None
 
     async def newest_created_until(self, until: float) -> float | None:
         """Newest ``created_at`` the VMS returns for a query ending at ``until`` (our zone).
@@ -286,28 +331,24 @@ class VmsClient:
             "from": (end - QUERY_PADDING).astimezone(zone).strftime(_QUERY_FORMAT),
             "to": end.astimezone(zone).strftime(_QUERY_FORMAT),
         }
-        items, _ = read_page(await self._get_json(params))
-        created = []
-        for item in items:
-            with contextlib.suppress(InvalidItem):
-                created.append(parse_download(item).created_at)
-        return max(created, default=None)
+        page = await self._get_page(params)
+        return max((d.created_at for d in page.downloads), default=None)
 
-    async def _get_page(self, number: int, window: Window) -> Any:
+    async def _read_page(self, number: int, window: Window) -> Page:
         params = {
             "per_page": str(self._target.per_page),
             "page": str(number),
             "from": window.query_from,
             "to": window.query_to,
         }
-        return await self._get_json(params)
+        return await self._get_page(params)
 
-    async def _get_json(self, params: dict[str, str]) -> Any:
+    async def _get_page(self, params: dict[str, str]) -> Page:
         body = await self._authorized_get(params)
         try:
-            return json.loads(body)
-        except ValueError:
-            raise InvalidResponse(f"page {params['page']} is not valid JSON (truncated?)") from None
+            return decode_page(body)
+        except InvalidResponse as exc:
+            raise InvalidResponse(f"page {params['page']}: {exc}") from None
 
     async def _authorized_get(self, params: dict[str, str]) -> bytes:
         """GET the list with a Bearer token; on a 401 renew the credentials and retry once."""
@@ -369,6 +410,7 @@ class VmsClient:
         for attempt in range(1, attempts + 1):
             await self._limiter.acquire()
             delay: float | None = None
+            answered = False  # an answer is counted once, by its status code
             try:
                 async with session.request(
                     method,
@@ -379,13 +421,15 @@ class VmsClient:
                     allow_redirects=False,
                     server_hostname=self._target.server_name,
                 ) as response:
-                    body = await response.read()
                     self._on_response(str(response.status))
+                    answered = True
+                    body = await self._read_body(response)
                     status = response.status
                     if status == 429 and attempts > 1:
                         delay = _retry_after(response.headers.get("Retry-After"))
                         if delay is not None and delay > MAX_RETRY_AFTER:
-                            raise LimitExceeded(f"rate limited (429), asked to wait {delay:.0f}s")
+                            wait = f"{delay:.0f}s" if delay < 1e9 else "for ages"
+                            raise LimitExceeded(f"rate limited (429), asked to wait {wait}")
                         if attempt == attempts:
                             raise LimitExceeded(
                                 f"still rate limited (429) after {attempt} attempts"
@@ -395,14 +439,27 @@ class VmsClient:
                     else:
                         return status, body
             except TimeoutError:
-                self._on_response("error")
+                if not answered:
+                    self._on_response("error")
                 if attempt == attempts:
                     raise PollTimeout(
                         f"no answer within request_timeout={self._target.request_timeout:g}s "
                         f"({attempt} attempts)"
                     ) from None
+            except aiohttp.ClientPayloadError as exc:
+                if not answered:
+                    self._on_response("error")
+                if _undecodable_encoding(exc):  # a broken gzip or deflate body: not a network fault
+                    raise InvalidResponse(
+                        f"the VMS sent a body that cannot be decoded: {exc}"
+                    ) from None
+                if attempt == attempts:
+                    raise ConnectionFailed(
+                        f"the answer was cut off: {exc} ({attempt} attempts)"
+                    ) from None
             except (aiohttp.ClientError, OSError) as exc:
-                self._on_response("error")
+                if not answered:
+                    self._on_response("error")
                 if attempt == attempts:
                     raise ConnectionFailed(
                         f"cannot reach the VMS: {type(exc).__name__}: {exc} ({attempt} attempts)"
@@ -411,6 +468,37 @@ class VmsClient:
                 delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)))  # noqa: S311
             await self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
+        """The (decompressed) body, read in chunks; LimitExceeded past ``max_response_size``.
+
+        aiohttp inflates gzip and deflate bodies piece by piece as they are read, so
+        counting what arrives here bounds the decompressed size too: a decompression
+        bomb or an endless chunked body stops at the cap, never buffered beyond it.
+        """
+        cap = self._target.max_response_size
+        declared = response.content_length
+        if declared is not None and declared > cap:
+            raise LimitExceeded(
+                f"the VMS announced a body of {declared} bytes, over max_response_size={cap}; "
+                "lower per_page or raise max_response_size"
+            )
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(_READ_CHUNK):
+            if len(body) + len(chunk) > cap:
+                raise LimitExceeded(
+                    f"the VMS sent a body over max_response_size={cap} bytes"
+                    f"{' once decompressed' if response.headers.get('Content-Encoding') else ''}; "
+                    "lower per_page or raise max_response_size"
+                )
+            body += chunk
+        return bytes(body)
+
+
+def _undecodable_encoding(exc: aiohttp.ClientPayloadError) -> bool:
+    return "content-encoding" in str(exc).lower() or isinstance(
+        exc.__cause__, aiohttp.http_exceptions.ContentEncodingError
+    )
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
