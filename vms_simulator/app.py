@@ -79,9 +79,11 @@ class Simulator:
         self.faults = FaultState(config.faults, config.seed)
         self.stats = Stats()
 
-    async def list_downloads(self, request: web.Request) -> web.Response:
+    async def list_downloads(self, request: web.Request) -> web.StreamResponse:
         response = await self._list_downloads(request)
         self.stats.count_list(response.status, request.headers, request.query)
+        if response.status == 200 and self.faults.current.endless_body:
+            return await _endless(request, response)
         return response
 
     async def _list_downloads(self, request: web.Request) -> web.Response:
@@ -115,8 +117,12 @@ class Simulator:
         body = self.renderer.page(
             window, query.page, per_page, now, odd=lambda: self.faults.hits(rate)
         )
+        if faults.arrivals_per_page:
+            self.dataset.arrive(faults.arrivals_per_page, now)
         if self.faults.hits(faults.truncate_rate):
             body = body[: self.faults.cut_point(len(body))]
+        if faults.oversized_body:
+            body = body[:-1] + b" " * faults.oversized_body + b"}"
         return web.Response(body=body, content_type="application/json")
 
     async def token(self, request: web.Request) -> web.Response:
@@ -192,6 +198,28 @@ class Simulator:
         now = self.clock()
         self.dataset.advance(now)
         return web.json_response(self.stats.as_json(self.tokens.active(now), len(self.dataset)))
+
+
+ENDLESS_LIMIT = 2**31
+"""Bytes after which an endless body ends after all (every loop is bounded)."""
+
+
+async def _endless(request: web.Request, page: web.Response) -> web.StreamResponse:
+    """The start of ``page``, then JSON whitespace for as long as the client reads."""
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    body = page.body if isinstance(page.body, bytes) else b"{"
+    await response.write(body[: len(body) // 2])
+    chunk = b" " * 65536
+    sent = 0
+    try:
+        while sent < ENDLESS_LIMIT:
+            await response.write(chunk)
+            sent += len(chunk)
+    except (ConnectionError, RuntimeError):  # the client hung up, as it should
+        pass
+    return response
 
 
 async def _input(request: web.Request) -> dict[str, object]:

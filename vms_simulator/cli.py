@@ -92,6 +92,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("--odd-items-rate", "fault: share of items sent with odd or broken fields (default 0)",
          ratio),
         ("--fail-new-exports", "fault: every download created from now on fails", switch),
+        ("--oversized-body", "fault: bytes of whitespace added to every list body (default 0)",
+         {"type": int, "metavar": "BYTES"}),
+        ("--endless-body", "fault: every list body is chunked and never ends", switch),
+        ("--arrivals-per-page", "fault: downloads created after each list page (default 0)",
+         {"type": int, "metavar": "N"}),
     ]  # fmt: skip
     for flag, help_text, kwargs in options:
         parser.add_argument(flag, dest=_dest(flag), help=help_text, **kwargs)

@@ -40,6 +40,13 @@ class Faults:
     created_at that is not a date, no stream and a null file flag, an id as a string."""
     fail_new_exports: bool = False
     """Every download created while this is on fails within seconds."""
+    oversized_body: int = 0
+    """Bytes of JSON whitespace added to every 200 list body (a body over a client's cap)."""
+    endless_body: bool = False
+    """Every 200 list answer is a chunked body that never ends (until the client gives up)."""
+    arrivals_per_page: int = 0
+    """Downloads created right after each 200 list page is rendered: inserts timed
+    between a client's page reads, which push items to later pages."""
 
     def __post_init__(self) -> None:
         _check(
@@ -59,7 +66,15 @@ class Faults:
             "a whole number of seconds >= 0",
             self.retry_after,
         )
-        for name in ("unauthorized", "fail_new_exports"):
+        for name in ("oversized_body", "arrivals_per_page"):
+            value = getattr(self, name)
+            _check(
+                isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 2**30,
+                name,
+                "a whole number between 0 and 2**30",
+                value,
+            )
+        for name in ("unauthorized", "fail_new_exports", "endless_body"):
             _check(
                 isinstance(getattr(self, name), bool), name, "true or false", getattr(self, name)
             )

@@ -184,6 +184,12 @@ class Dataset:
             self._add(int(self._next_arrival), fail_fast=self._fail_new)
             self._next_arrival += self._wait()
 
+    def arrive(self, count: int, now: float) -> None:
+        """Create ``count`` downloads at ``now`` (the ``arrivals_per_page`` fault)."""
+        self.advance(now)
+        for _ in range(count):
+            self._add(int(now), fail_fast=self._fail_new)
+
     def set_fail_new(self, on: bool, now: float) -> None:
         """From ``now`` on, new downloads fail within seconds (or behave normally again)."""
         self.advance(now)

@@ -21,6 +21,9 @@ DEFAULTS = {
     "truncate_rate": 0.0,
     "odd_items_rate": 0.0,
     "fail_new_exports": False,
+    "oversized_body": 0,
+    "endless_body": False,
+    "arrivals_per_page": 0,
 }
 
 
@@ -44,6 +47,9 @@ async def test_post_merges_the_given_fields(
         ({"latency": -1}, "latency"),
         ({"unauthorized": 1}, "unauthorized"),
         ({"retry_after": 1.5}, "retry_after"),
+        ({"oversized_body": -1}, "oversized_body"),
+        ({"endless_body": "yes"}, "endless_body"),
+        ({"arrivals_per_page": 0.5}, "arrivals_per_page"),
         ([1, 2], "JSON object"),
         ("{broken", ""),
     ],
@@ -125,6 +131,52 @@ async def test_odd_items_break_one_field_each(
         if before["id"] % 5 == 4:
             assert after["id"] == str(before["id"])
     assert odd["meta"] == clean["meta"]
+
+
+async def test_oversized_body_is_padded_valid_json(
+    http: aiohttp.ClientSession, sim: RunningSimulator
+) -> None:
+    query = {"per_page": "5", "page": "1", **EVERYTHING}
+    async with http.get(sim.url + LIST, params=query, headers=AUTH) as response:
+        clean = await response.read()
+    await set_faults(http, sim, oversized_body=100_000)
+
+    async with http.get(sim.url + LIST, params=query, headers=AUTH) as response:
+        padded = await response.read()
+
+    assert len(padded) == len(clean) + 100_000
+    assert json.loads(padded) == json.loads(clean)
+
+
+async def test_endless_body_keeps_coming(
+    http: aiohttp.ClientSession, sim: RunningSimulator
+) -> None:
+    await set_faults(http, sim, endless_body=True)
+    query = {"per_page": "5", "page": "1", **EVERYTHING}
+
+    async with http.get(sim.url + LIST, params=query, headers=AUTH) as response:
+        assert response.status == 200
+        assert response.headers["Transfer-Encoding"] == "chunked"
+        received = 0
+        async for chunk in response.content.iter_chunked(65536):
+            received += len(chunk)
+            if received > 4_000_000:
+                break
+
+    assert received > 4_000_000
+    assert (await stats(http, sim))["requests"]["by_code"] == {"200": 1}
+
+
+async def test_arrivals_per_page_push_items_to_later_pages(
+    http: aiohttp.ClientSession, sim: RunningSimulator
+) -> None:
+    await set_faults(http, sim, arrivals_per_page=3)
+
+    _, first = await fetch(http, sim, {"per_page": "10", "page": "1"})
+    _, second = await fetch(http, sim, {"per_page": "10", "page": "1"})
+
+    assert second["meta"]["total"] == first["meta"]["total"] + 3
+    assert [i["id"] for i in second["data"][3:]] == [i["id"] for i in first["data"][:7]]
 
 
 async def test_latency_delays_list_requests(
