@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
@@ -579,3 +580,138 @@ def test_client_repr_has_no_secret() -> None:
     client = VmsClient("main", target(token=SecretStr("very-secret")))
     assert "very-secret" not in repr(client)
     assert "very-secret" not in repr(vars(client))
+
+
+async def test_a_body_over_max_response_size_is_limit_exceeded(
+    mock: aioresponses, make_client: Callable[..., VmsClient]
+) -> None:
+    big = page([item(i, created=T0 - i) for i in range(1, 40)], per_page=100)
+    mock.get(LIST, payload=big)
+    client = make_client(max_response_size="4KiB", per_page=100)
+    with pytest.raises(LimitExceeded, match="max_response_size=4096"):
+        await client.fetch_window(window())
+    mock.get(LIST, payload=big)
+    assert len((await make_client(per_page=100).fetch_window(window())).downloads) == 39
+
+
+@pytest.mark.parametrize(
+    ("header", "outcome"),
+    [
+        ("0", [0.0]),
+        (" 12 ", [12.0]),
+        ("9" * 5000, "for ages"),
+        ("31", "31s"),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", "rate limited"),
+        ("Thu, 01 Jan 1970 00:00:00 GMT", [0.0]),
+        ("-5", "backoff"),
+        ("soon", "backoff"),
+        ("1e9", "backoff"),
+        ("\u00b2", "backoff"),
+        ("Fri, 99 Foo 99999999999 99:99:99 GMT", "backoff"),
+    ],
+)
+async def test_retry_after_of_any_size_or_form(
+    mock: aioresponses,
+    make_client: Callable[..., VmsClient],
+    sleeps: list[float],
+    header: str,
+    outcome: list[float] | str,
+) -> None:
+    mock.get(LIST, status=429, headers={"Retry-After": header})
+    mock.get(LIST, payload=page([item(1)]))
+    client = make_client()
+    if isinstance(outcome, str) and outcome != "backoff":
+        with pytest.raises(LimitExceeded, match=outcome):
+            await client.fetch_window(window())
+        return
+    await client.fetch_window(window())
+    if outcome == "backoff":  # unusable: the ordinary jittered backoff
+        assert len(sleeps) == 1 and 0 <= sleeps[0] <= 0.5
+    else:
+        assert sleeps == outcome
+
+
+async def test_more_downloads_than_max_downloads_is_limit_exceeded(
+    mock: aioresponses, make_client: Callable[..., VmsClient]
+) -> None:
+    items = [item(i, created=T0 - i) for i in range(1, 8)]
+    mock.get(LIST, callback=pages_of(items, 3), repeat=True)
+    with pytest.raises(LimitExceeded, match="more than max_downloads=6"):
+        await make_client(max_downloads=6).fetch_window(window())
+    assert len((await make_client(max_downloads=7).fetch_window(window())).downloads) == 7
+
+
+class LivingList:
+    """A list newest first whose ``meta.total`` grows when :meth:`insert` is called."""
+
+    def __init__(self, count: int, per_page: int) -> None:
+        self.ids = list(range(1000 + count, 1000, -1))
+        self.per_page = per_page
+        self.asked: list[int] = []
+
+    def insert(self) -> None:
+        self.ids.insert(0, self.ids[0] + 1)
+
+    def render(self, number: int) -> CallbackResult:
+        self.asked.append(number)
+        size = self.per_page
+        chunk = self.ids[(number - 1) * size : number * size]
+        return CallbackResult(
+            payload=page(
+                [item(i, created=T0 - 10) for i in chunk],
+                page_no=number,
+                last_page=-(-len(self.ids) // size),
+                per_page=size,
+                total=len(self.ids),
+            )
+        )
+
+
+async def test_items_pushed_past_a_page_already_read_are_read_again(
+    mock: aioresponses, make_client: Callable[..., VmsClient]
+) -> None:
+    """Page 3 answers, then a download is created, then page 2 answers: the item that
+    moved from page 2 to page 3 was in neither answer; page 3 (and 1) are read again."""
+    living = LivingList(50, 10)
+    served_3 = asyncio.Event()
+
+    async def serve(_: URL, **kwargs: Any) -> CallbackResult:
+        number = int(kwargs["params"]["page"])
+        if number == 2 and not served_3.is_set():
+            await asyncio.wait_for(served_3.wait(), 2)
+        answer = living.render(number)
+        if number == 3 and not served_3.is_set():
+            living.insert()
+            served_3.set()
+        return answer
+
+    mock.get(LIST, callback=serve, repeat=True)
+    result = await make_client(per_page=10, concurrency=4).fetch_window(window())
+    assert sorted(int(d.id) for d in result.downloads) == sorted(living.ids)
+    assert sorted(living.asked) == [1, 1, 2, 3, 3, 4, 5, 6]
+
+
+async def test_a_static_list_costs_exactly_one_request_per_page(
+    mock: aioresponses, make_client: Callable[..., VmsClient]
+) -> None:
+    living = LivingList(95, 10)
+    mock.get(LIST, callback=lambda _, **kw: living.render(int(kw["params"]["page"])), repeat=True)
+    result = await make_client(per_page=10, concurrency=4).fetch_window(window())
+    assert len(result.downloads) == 95
+    assert sorted(living.asked) == list(range(1, 11))
+
+
+async def test_rereads_are_bounded_when_the_list_never_settles(
+    mock: aioresponses, make_client: Callable[..., VmsClient]
+) -> None:
+    living = LivingList(40, 10)
+
+    def serve(_: URL, **kwargs: Any) -> CallbackResult:
+        answer = living.render(int(kwargs["params"]["page"]))
+        living.insert()  # a download created after every answer
+        return answer
+
+    mock.get(LIST, callback=serve, repeat=True)
+    result = await make_client(per_page=10, concurrency=4).fetch_window(window())
+    assert len(result.downloads) >= 40
+    assert len(living.asked) <= 4 + 4 * 5  # page 1, the rest, three bounded re-read rounds

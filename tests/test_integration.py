@@ -8,7 +8,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from exporter.cli import serve
 from exporter.config import PollSettings, Settings, TargetSettings, WebSettings
+from exporter.vms.client import Window
 from tests.exporter_harness import Samples, exporter_on_simulator, parse_metrics, value
 from tests.promql_names import exposition_metric_names, unknown_metric_names, used_metric_names
 from vms_simulator import SimulatorConfig, start_simulator
@@ -165,16 +166,37 @@ async def test_failed_poll_keeps_last_window_then_drops_it_when_stale() -> None:
         ({"unauthorized": True}, "unauthorized"),
         ({"truncate_rate": 1.0}, "invalid_response"),
         ({"rate_limit_rate": 1.0, "retry_after": 0}, "limit_exceeded"),
+        ({"oversized_body": 64 * 1024}, "limit_exceeded"),
+        ({"endless_body": True}, "limit_exceeded"),
     ],
 )
 async def test_faults_map_to_one_result_each(faults: dict[str, Any], result: str) -> None:
-    async with exporter_on_simulator() as h:
+    async with exporter_on_simulator(max_response_size="64KiB") as h:
         await h.sim_faults(**faults)
         outcome = await h.poller.poll_once()
         samples = await h.scrape()
     assert outcome.result == result
+    if "body" in "".join(faults):
+        assert "max_response_size=65536" in (outcome.error or "")
     assert value(samples, "vms_exporter_polls_total", target="main", result=result) == 1
     assert value(samples, "vms_exporter_polls_total", target="main", result="success") == 0
+
+
+async def test_downloads_arriving_between_page_reads_never_hide_others() -> None:
+    """Downloads created between page reads push items to later pages while four
+    pages are in flight and answers overtake each other: every download that
+    existed when the poll began is seen."""
+    sim = SimulatorConfig(downloads=400, seed=3, arrival_interval=0)
+    async with exporter_on_simulator(sim, per_page=20, concurrency=4) as h:
+        for _ in range(5):
+            before = {str(i["id"]) for i in await h.simulator_items()}
+            await h.sim_faults(arrivals_between_pages=12, jitter=0.02)
+            start = datetime.fromtimestamp(h.clock(), UTC)
+            window = Window.at(start, 86400, sim.server_timezone)
+            result = await h.poller.client.fetch_window(window)
+            await h.sim_faults(arrivals_between_pages=0)
+            assert before <= {d.id for d in result.downloads}
+            h.clock.advance(60)
 
 
 async def test_slow_vms_is_a_timeout_within_the_poll_deadline() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 from zoneinfo import ZoneInfo
@@ -87,8 +88,9 @@ class Simulator:
         return response
 
     async def _list_downloads(self, request: web.Request) -> web.Response:
-        if self.faults.current.latency:
-            await asyncio.sleep(self.faults.current.latency)
+        delay = self.faults.current.latency + self.faults.jitter()
+        if delay:
+            await asyncio.sleep(delay)
         faults = self.faults.current
         now = self.clock()
         if faults.unauthorized or not self.tokens.is_valid(_bearer(request), now):
@@ -117,8 +119,10 @@ class Simulator:
         body = self.renderer.page(
             window, query.page, per_page, now, odd=lambda: self.faults.hits(rate)
         )
-        if faults.arrivals_per_page:
-            self.dataset.arrive(faults.arrivals_per_page, now)
+        if faults.arrivals_between_pages:
+            self.dataset.arrive(1, now)
+            left = faults.arrivals_between_pages - 1
+            self.faults.current = dataclasses.replace(faults, arrivals_between_pages=left)
         if self.faults.hits(faults.truncate_rate):
             body = body[: self.faults.cut_point(len(body))]
         if faults.oversized_body:

@@ -83,6 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("--cameras", f"number of cameras (default {d.cameras})", count),
         ("--latency", f"fault: seconds added to each list request (default {f.latency:g})",
          seconds),
+        ("--jitter", "fault: up to this many more seconds at random per list request (default 0)",
+         seconds),
         ("--error-rate", "fault: share of list requests answered 500 (default 0)", ratio),
         ("--unauthorized", "fault: answer every list request 401", switch),
         ("--rate-limit-rate", "fault: share of list requests answered 429 (default 0)", ratio),
@@ -95,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("--oversized-body", "fault: bytes of whitespace added to every list body (default 0)",
          {"type": int, "metavar": "BYTES"}),
         ("--endless-body", "fault: every list body is chunked and never ends", switch),
-        ("--arrivals-per-page", "fault: downloads created after each list page (default 0)",
+        ("--arrivals-between-pages", "fault: the next N list pages each create a download",
          {"type": int, "metavar": "N"}),
     ]  # fmt: skip
     for flag, help_text, kwargs in options:

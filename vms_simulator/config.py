@@ -26,6 +26,8 @@ class Faults:
 
     latency: float = 0.0
     """Seconds added to every list request."""
+    jitter: float = 0.0
+    """Up to this many more seconds, at random, per list request: answers overtake each other."""
     error_rate: float = 0.0
     """Fraction of list requests answered 500."""
     unauthorized: bool = False
@@ -44,9 +46,9 @@ class Faults:
     """Bytes of JSON whitespace added to every 200 list body (a body over a client's cap)."""
     endless_body: bool = False
     """Every 200 list answer is a chunked body that never ends (until the client gives up)."""
-    arrivals_per_page: int = 0
-    """Downloads created right after each 200 list page is rendered: inserts timed
-    between a client's page reads, which push items to later pages."""
+    arrivals_between_pages: int = 0
+    """The next this-many 200 list pages each create a download right after being
+    rendered: inserts timed between a client's page reads, pushing items to later pages."""
 
     def __post_init__(self) -> None:
         _check(
@@ -54,6 +56,12 @@ class Faults:
             "latency",
             f"between 0 and {MAX_LATENCY:g} seconds",
             self.latency,
+        )
+        _check(
+            _is_number(self.jitter) and 0 <= self.jitter <= MAX_LATENCY,
+            "jitter",
+            f"between 0 and {MAX_LATENCY:g} seconds",
+            self.jitter,
         )
         for name in ("error_rate", "rate_limit_rate", "truncate_rate", "odd_items_rate"):
             value = getattr(self, name)
@@ -66,7 +74,7 @@ class Faults:
             "a whole number of seconds >= 0",
             self.retry_after,
         )
-        for name in ("oversized_body", "arrivals_per_page"):
+        for name in ("oversized_body", "arrivals_between_pages"):
             value = getattr(self, name)
             _check(
                 isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 2**30,

@@ -185,7 +185,7 @@ class Dataset:
             self._next_arrival += self._wait()
 
     def arrive(self, count: int, now: float) -> None:
-        """Create ``count`` downloads at ``now`` (the ``arrivals_per_page`` fault)."""
+        """Create ``count`` downloads at ``now`` (the ``arrivals_between_pages`` fault)."""
         self.advance(now)
         for _ in range(count):
             self._add(int(now), fail_fast=self._fail_new)

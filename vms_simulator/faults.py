@@ -17,6 +17,10 @@ class FaultState:
         """Whether this request is one of the ``rate`` share that get the fault."""
         return rate > 0 and self._rng.random() < rate
 
+    def jitter(self) -> float:
+        """Extra seconds for one list request: uniform in [0, ``jitter``]."""
+        return self._rng.uniform(0, self.current.jitter) if self.current.jitter else 0.0
+
     def cut_point(self, length: int) -> int:
         """Where to cut a body of ``length`` bytes: somewhere in its middle half."""
         return self._rng.randint(length // 4, max(length // 4, 3 * length // 4))
@@ -33,7 +37,14 @@ class FaultState:
             )
         values = dict(changes)
         # JSON has one number type: 0 or 1 are fine for a float field.
-        for name in ("latency", "error_rate", "rate_limit_rate", "truncate_rate", "odd_items_rate"):
+        for name in (
+            "latency",
+            "jitter",
+            "error_rate",
+            "rate_limit_rate",
+            "truncate_rate",
+            "odd_items_rate",
+        ):
             if type(values.get(name)) is int:
                 values[name] = float(values[name])
         return dataclasses.replace(self.current, **values)

@@ -14,6 +14,7 @@ from .helpers import AUTH, EVERYTHING, LIST, Start, fetch, login, set_faults, st
 
 DEFAULTS = {
     "latency": 0.0,
+    "jitter": 0.0,
     "error_rate": 0.0,
     "unauthorized": False,
     "rate_limit_rate": 0.0,
@@ -23,7 +24,7 @@ DEFAULTS = {
     "fail_new_exports": False,
     "oversized_body": 0,
     "endless_body": False,
-    "arrivals_per_page": 0,
+    "arrivals_between_pages": 0,
 }
 
 
@@ -49,7 +50,7 @@ async def test_post_merges_the_given_fields(
         ({"retry_after": 1.5}, "retry_after"),
         ({"oversized_body": -1}, "oversized_body"),
         ({"endless_body": "yes"}, "endless_body"),
-        ({"arrivals_per_page": 0.5}, "arrivals_per_page"),
+        ({"arrivals_between_pages": 0.5}, "arrivals_between_pages"),
         ([1, 2], "JSON object"),
         ("{broken", ""),
     ],
@@ -167,16 +168,17 @@ async def test_endless_body_keeps_coming(
     assert (await stats(http, sim))["requests"]["by_code"] == {"200": 1}
 
 
-async def test_arrivals_per_page_push_items_to_later_pages(
+async def test_arrivals_between_pages_push_items_to_later_pages(
     http: aiohttp.ClientSession, sim: RunningSimulator
 ) -> None:
-    await set_faults(http, sim, arrivals_per_page=3)
+    await set_faults(http, sim, arrivals_between_pages=2)
 
-    _, first = await fetch(http, sim, {"per_page": "10", "page": "1"})
-    _, second = await fetch(http, sim, {"per_page": "10", "page": "1"})
+    pages = [(await fetch(http, sim, {"per_page": "10"}))[1] for _ in range(4)]
 
-    assert second["meta"]["total"] == first["meta"]["total"] + 3
-    assert [i["id"] for i in second["data"][3:]] == [i["id"] for i in first["data"][:7]]
+    assert [p["meta"]["total"] - pages[0]["meta"]["total"] for p in pages] == [0, 1, 2, 2]
+    assert [i["id"] for i in pages[3]["data"][2:]] == [i["id"] for i in pages[0]["data"][:8]]
+    async with http.get(sim.url + "/-/sim/faults") as response:
+        assert (await response.json())["arrivals_between_pages"] == 0
 
 
 async def test_latency_delays_list_requests(
