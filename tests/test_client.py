@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gzip
+import json
 import re
+import tracemalloc
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aioresponses import CallbackResult, aioresponses
 from pydantic import SecretStr
 from yarl import URL
@@ -715,3 +721,110 @@ async def test_rereads_are_bounded_when_the_list_never_settles(
     result = await make_client(per_page=10, concurrency=4).fetch_window(window())
     assert len(result.downloads) >= 40
     assert len(living.asked) <= 4 + 4 * 5  # page 1, the rest, three bounded re-read rounds
+
+
+@pytest.fixture
+async def hostile() -> AsyncIterator[Callable[[web.StreamResponse | Callable[..., Any]], str]]:
+    """A small hostile VMS on loopback: ``serve(handler)`` returns its base URL."""
+    runners: list[web.AppRunner] = []
+
+    async def serve(handler: Any) -> str:
+        app = web.Application()
+        app.router.add_get("/api/v1/users/downloads", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        host, port = runner.addresses[0][:2]
+        return f"http://{host}:{port}"
+
+    yield serve  # type: ignore[misc]
+    for runner in runners:
+        await runner.cleanup()
+
+
+def gzip_bomb(size: int) -> bytes:
+    """A valid page start followed by ``size`` bytes of whitespace, gzipped (~1000:1)."""
+    stream = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts = [stream.compress(b'{"data":[')]
+    spaces = b" " * 2**20
+    for _ in range(size // len(spaces)):
+        parts.append(stream.compress(spaces))
+    parts.append(stream.compress(b'],"meta":{"last_page":1,"total":0}}'))
+    parts.append(stream.flush())
+    return b"".join(parts)
+
+
+async def endless(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    await response.write(b'{"data":[')
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        for _ in range(100_000):  # 6.4 GB at most, far beyond any cap
+            await response.write(b" " * 65536)
+    return response
+
+
+@pytest.mark.parametrize("kind", ["gzip bomb", "endless chunked", "declared too long"])
+async def test_hostile_bodies_stop_at_the_cap_without_buffering_more(
+    hostile: Callable[[Any], Any], kind: str
+) -> None:
+    bomb = gzip_bomb(64 * 2**20) if kind == "gzip bomb" else b""
+    too_long = b" " * (3 * 2**20)  # made before measuring: the server shares this process
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if kind == "gzip bomb":
+            return web.Response(
+                body=bomb, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}
+            )
+        if kind == "endless chunked":
+            return await endless(request)
+        return web.Response(body=too_long, content_type="application/json")
+
+    url = await hostile(handler)
+    cap = 2 * 2**20
+    client = VmsClient("main", target(url=url, max_response_size=cap, request_timeout=30))
+    tracemalloc.start()
+    try:
+        with pytest.raises(LimitExceeded, match=f"max_response_size={cap}") as info:
+            await client.fetch_window(window())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        await client.close()
+    assert peak < cap + 2 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+    print(f"{kind}: peak traced memory {peak / 2**20:.2f} MiB with a cap of 2 MiB")
+    if kind == "gzip bomb":
+        assert len(bomb) < 2**20
+        assert "once decompressed" in str(info.value)
+
+
+async def test_a_broken_gzip_body_is_invalid_response_not_a_network_fault(
+    hostile: Callable[[Any], Any],
+) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(
+            body=b"\x1f\x8b\x08\x00 not gzip at all" * 10,
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        )
+
+    client = VmsClient("main", target(url=await hostile(handler)))
+    with pytest.raises(InvalidResponse, match="cannot be decoded"):
+        await client.fetch_window(window())
+    await client.close()
+
+
+async def test_a_gzipped_page_within_the_cap_is_read(hostile: Callable[[Any], Any]) -> None:
+    body = json.dumps(page([item(i, created=T0 - i) for i in range(1, 4)])).encode()
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(
+            body=gzip.compress(body),
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        )
+
+    client = VmsClient("main", target(url=await hostile(handler), max_response_size=len(body)))
+    result = await client.fetch_window(window())
+    await client.close()
+    assert sorted(d.id for d in result.downloads) == ["1", "2", "3"]

@@ -13,6 +13,7 @@ from exporter.config import (
     load_settings,
     parse_duration,
     parse_listen_address,
+    parse_size,
 )
 
 MINIMAL = """
@@ -80,6 +81,20 @@ def test_bad_durations_are_rejected(text: object) -> None:
         parse_duration(text)
 
 
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("512KiB", 512 * 1024), ("16MiB", 16 * 2**20), ("1GB", 10**9), (4096, 4096), ("2048", 2048)],
+)
+def test_sizes(text: object, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "16 MiBs", "-1KiB", "1e3", True, 1.5, "2GiB", 10, "9" * 400])
+def test_bad_sizes_are_rejected(text: object) -> None:
+    with pytest.raises(ValueError, match="size"):
+        parse_size(text)
+
+
 def test_defaults_from_a_minimal_file(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, MINIMAL))
     assert settings.web.listen_address == ":9877"
@@ -95,6 +110,7 @@ def test_defaults_from_a_minimal_file(tmp_path: Path) -> None:
         4,
     )
     assert target.tls_verify is True
+    assert (target.max_response_size, target.max_downloads) == (16 * 2**20, 1_000_000)
 
 
 def test_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -171,6 +187,14 @@ def test_shorthand_mixed_with_file_targets_is_an_error(
             "targets.main.colour: unknown key",
         ),
         (MINIMAL + "\n[poll]\ninterval = 'soon'\n", "poll.interval: invalid duration"),
+        (
+            target_with('token = "x"\nmax_response_size = "lots"'),
+            "targets.main.max_response_size: invalid size 'lots'",
+        ),
+        (
+            target_with('token = "x"\nmax_downloads = 0'),
+            "targets.main.max_downloads",
+        ),
         (
             MINIMAL + "\n[poll]\ninterval = '30s'\ntimeout = '45s'\n",
             "poll.timeout: must be less than poll.interval",

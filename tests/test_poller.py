@@ -20,11 +20,23 @@ from tests.builders import T0, item, page, rec
 
 
 class FakeClient:
-    """Stands in for VmsClient: answers after ``delay`` seconds, or raises ``error`` once."""
+    """Stands in for VmsClient: answers after ``delay`` seconds, or raises ``error`` once.
 
-    def __init__(self, delay: float = 0.0, error: BaseException | None = None) -> None:
+    ``busy`` seconds are spent without yielding to the loop (as decoding does); each
+    answer holds ``fresh`` downloads never seen before, or one steady download.
+    """
+
+    def __init__(
+        self,
+        delay: float = 0.0,
+        error: BaseException | None = None,
+        busy: float = 0.0,
+        fresh: int = 0,
+    ) -> None:
         self.delay = delay
         self.error = error
+        self.busy = busy
+        self.fresh = fresh
         self.running = 0
         self.most_running = 0
         self.calls = 0
@@ -35,10 +47,16 @@ class FakeClient:
         self.most_running = max(self.most_running, self.running)
         try:
             await asyncio.sleep(self.delay)
+            time.sleep(self.busy)  # noqa: ASYNC251 (the point: a callback that holds the loop)
             if self.error is not None:
                 error, self.error = self.error, None
                 raise error
-            return WindowResult([rec(1, created=window.keep_to - 7200)], 1, 1)
+            created = window.keep_to - 7200
+            if self.fresh:
+                first = self.calls * self.fresh
+                fresh = [rec(i, created=created) for i in range(first, first + self.fresh)]
+                return WindowResult(fresh, self.fresh, 1)
+            return WindowResult([rec(1, created=created)], 1, 1)
         finally:
             self.running -= 1
 
@@ -46,7 +64,9 @@ class FakeClient:
         return None
 
 
-def make_poller(fake: FakeClient, **poll: float) -> tuple[TargetPoller, ExporterMetrics]:
+def make_poller(
+    fake: FakeClient, max_downloads: int = 1000, **poll: float
+) -> tuple[TargetPoller, ExporterMetrics]:
     settings = Settings(
         poll=PollSettings(**{"interval": 60, "timeout": 10, **poll}),
         targets={
@@ -54,6 +74,7 @@ def make_poller(fake: FakeClient, **poll: float) -> tuple[TargetPoller, Exporter
                 url="http://127.0.0.1:9",
                 token=SecretStr("x"),
                 request_timeout=poll.get("timeout", 10) / 2,
+                max_downloads=max_downloads,
             )
         },
     )
@@ -134,6 +155,24 @@ async def test_poll_deadline_is_a_timeout() -> None:
     assert outcome.result == "timeout"
     assert time.monotonic() - began < 1.0
     assert polls(metrics, "timeout") == 1
+
+
+async def test_a_poll_that_overran_its_deadline_while_busy_is_a_timeout() -> None:
+    """Decoding never yields, so asyncio.timeout cannot fire inside it: still a timeout."""
+    poller, metrics = make_poller(FakeClient(busy=0.4), interval=1, timeout=0.2)
+    outcome = await poller.poll_once()
+    assert outcome.result == "timeout"
+    assert polls(metrics, "success") == 0
+    assert metrics.registry.get_sample_value("vms_up", {"target": "t"}) == 0
+
+
+async def test_remembered_records_never_exceed_max_downloads() -> None:
+    """A VMS inventing new ids every poll: records held grow, up to max_downloads, no more."""
+    poller, metrics = make_poller(FakeClient(fresh=40), max_downloads=100)
+    results = [(await poller.poll_once()) for _ in range(4)]
+    assert [r.result for r in results] == ["success", "success", "limit_exceeded", "limit_exceeded"]
+    assert "more than max_downloads=100" in (results[2].error or "")
+    assert polls(metrics, "limit_exceeded") == 2
 
 
 async def test_polls_never_overlap_and_stop_promptly() -> None:

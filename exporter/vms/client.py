@@ -169,7 +169,7 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def _validation_reasons(body: bytes) -> str:
+def _validation_reasons(body: bytes | bytearray) -> str:
     """The field reasons of a 422 (its ``message`` is not informative)."""
     try:
         errors = json.loads(body).get("errors")
@@ -350,7 +350,7 @@ class VmsClient:
         except InvalidResponse as exc:
             raise InvalidResponse(f"page {params['page']}: {exc}") from None
 
-    async def _authorized_get(self, params: dict[str, str]) -> bytes:
+    async def _authorized_get(self, params: dict[str, str]) -> bytearray:
         """GET the list with a Bearer token; on a 401 renew the credentials and retry once."""
         token = await self._credentials.token()
         status, body = await self._send("GET", self._list_url, params=params, token=token)
@@ -403,7 +403,7 @@ class VmsClient:
         json_body: dict[str, Any] | None = None,
         token: str | None = None,
         attempts: int = MAX_ATTEMPTS,
-    ) -> tuple[int, bytes]:
+    ) -> tuple[int, bytearray]:
         """One request with up to ``attempts`` tries on connection errors, timeouts, 5xx, 429."""
         session = self._open()
         headers = {"Authorization": f"Bearer {token}"} if token is not None else None
@@ -469,7 +469,7 @@ class VmsClient:
             await self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
+    async def _read_body(self, response: aiohttp.ClientResponse) -> bytearray:
         """The (decompressed) body, read in chunks; LimitExceeded past ``max_response_size``.
 
         aiohttp inflates gzip and deflate bodies piece by piece as they are read, so
@@ -492,7 +492,7 @@ class VmsClient:
                     "lower per_page or raise max_response_size"
                 )
             body += chunk
-        return bytes(body)
+        return body  # not copied to bytes: a body near the cap is held once, not twice
 
 
 def _undecodable_encoding(exc: aiohttp.ClientPayloadError) -> bool:

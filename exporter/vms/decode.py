@@ -112,7 +112,7 @@ def as_count(value: object) -> int | None:
     return None
 
 
-def decode_page(body: bytes) -> Page:
+def decode_page(body: bytes | bytearray) -> Page:
     """The page in ``body``; InvalidResponse if its envelope is broken."""
     try:
         typed = _TYPED_PAGE.decode(body)
@@ -193,7 +193,7 @@ def _field_value(raw: msgspec.Raw) -> Any:
         return text.decode() if _DIGITS.fullmatch(text) else None
 
 
-def _raw_items(body: bytes) -> tuple[list[msgspec.Raw] | list[bytes], _Meta]:
+def _raw_items(body: bytes | bytearray) -> tuple[list[msgspec.Raw] | list[bytes], _Meta]:
     """The items of ``data`` undecoded, and ``meta``; InvalidResponse if the envelope is broken."""
     try:
         page = _RAW_PAGE.decode(body)
@@ -203,7 +203,7 @@ def _raw_items(body: bytes) -> tuple[list[msgspec.Raw] | list[bytes], _Meta]:
         pass
     else:
         return page.data, page.meta
-    envelope, items = _split_data(body)
+    envelope, items = _split_data(bytes(body))  # rare: a copy is fine here
     try:
         return items, _RAW_PAGE.decode(envelope).meta
     except msgspec.ValidationError:
@@ -212,7 +212,7 @@ def _raw_items(body: bytes) -> tuple[list[msgspec.Raw] | list[bytes], _Meta]:
         raise InvalidResponse(NOT_JSON) from None
 
 
-def _envelope_error(body: bytes) -> InvalidResponse:
+def _envelope_error(body: bytes | bytearray) -> InvalidResponse:
     """What is wrong with the envelope of a page that did not fit the expected shape."""
     try:
         value = _ANY.decode(body)
