@@ -13,15 +13,17 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import msgspec
 
 from exporter.vms.errors import InvalidResponse
 from exporter.vms.models import (
+    IN_PROGRESS,
+    TERMINAL_STATUSES,
     Download,
     InvalidItem,
-    file_exists_label,
     normalize_id,
     parse_download,
     parse_timestamp,
@@ -35,6 +37,10 @@ _DIGITS = re.compile(rb"[0-9]{1,100}")
 # in a page too deep or too odd for a decoder, without recursion.
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},:]')
 _NULL = msgspec.Raw(b"null")
+_fromisoformat = datetime.fromisoformat
+_STATUSES = {"in progress": IN_PROGRESS, "in_progress": IN_PROGRESS}
+_STATUSES.update({s: s for s in TERMINAL_STATUSES})
+_STREAM_TYPES = {"high": "high", "low": "low"}
 _Undecodable = (msgspec.DecodeError, RecursionError)  # ValidationError is a DecodeError
 
 
@@ -145,28 +151,48 @@ def _page(meta: _Meta) -> Page:
 
 
 def _from_typed(item: _Item) -> Download:
-    ident = normalize_id(item.id)
+    """The record of an ordinary item: the common cases inline, the rest via the models."""
+    ident: object = item.id
+    ident = str(ident) if type(ident) is int else normalize_id(ident)
     if ident is None:
         raise InvalidItem("no_id")
-    created = parse_timestamp(item.created_at)
+    created = _timestamp(item.created_at)
     if created is None:
         raise InvalidItem("bad_created_at")
+    status = _STATUSES.get(item.status) or status_label(item.status)  # type: ignore[arg-type]
     stream = item.stream
-    stream_type, camera = "unknown", None
-    if stream is not None:
-        kind = stream.type.lower() if stream.type is not None else None
-        if kind in ("high", "low"):
-            stream_type = kind
-        camera = normalize_id(stream.camera_id)
+    camera: str | None = None
+    if stream is None:
+        stream_type = "unknown"
+    else:
+        stream_type = _STREAM_TYPES.get(stream.type) or _stream_type(stream.type)  # type: ignore[arg-type]
+        raw_camera = stream.camera_id
+        camera = str(raw_camera) if type(raw_camera) is int else normalize_id(raw_camera)
+    exists = item.is_file_exists
     return Download(
-        id=ident,
-        status=status_label(item.status),
-        stream_type=stream_type,
-        file_exists=file_exists_label(item.is_file_exists),
-        created_at=created,
-        updated_at=parse_timestamp(item.updated_at),
-        camera_id=camera,
+        ident,
+        status,
+        stream_type,
+        "unknown" if exists is None else "true" if exists else "false",
+        created,
+        _timestamp(item.updated_at),
+        camera,
     )
+
+
+def _timestamp(value: str | None) -> float | None:
+    """As :func:`parse_timestamp`, the API's own form (``…Z``) inline."""
+    if value is not None and value[-1:] == "Z":
+        try:
+            return _fromisoformat(value).timestamp()
+        except (ValueError, OverflowError):
+            return None
+    return parse_timestamp(value)
+
+
+def _stream_type(kind: str | None) -> str:
+    lowered = kind.lower() if kind is not None else None
+    return lowered if lowered in ("high", "low") else "unknown"
 
 
 def _from_raw(raw: msgspec.Raw | bytes) -> Download:
