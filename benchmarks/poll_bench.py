@@ -178,7 +178,8 @@ async def child(role: str, *args: str) -> tuple[dict[str, Any], list[tuple[float
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT,
         limit=2**24,
     )  # fmt: skip
-    assert process.stdout is not None and process.stdin is not None
+    assert process.stdout is not None
+    assert process.stdin is not None
     scrapes: list[tuple[float, float]] = []
     if role == "exporter":
         metrics_url = json.loads(await asyncio.wait_for(process.stdout.readline(), 120))["metrics"]

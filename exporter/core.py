@@ -1,6 +1,9 @@
 """Pure functions from polled downloads to a window snapshot and to events.
 
-Nothing here does I/O or reads a clock: callers pass every time in.
+Nothing here does I/O or reads a clock: callers pass every time in. The work
+over a whole window comes in two forms: ``aggregate``/``reconcile`` run at once,
+and ``*_steps`` generators that pause every :data:`STEP` items, so that an
+event loop can serve scrapes in between (``run_steps`` drives them at once).
 The rules are the contract's ("How events are derived"):
 
 - the first successful poll of a target is its baseline and counts nothing;
@@ -14,8 +17,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from exporter.vms.models import (
     COMPLETED,
@@ -29,6 +33,20 @@ from exporter.vms.models import (
 
 OTHER_CAMERAS = "other"
 NO_CAMERA = "unknown"
+STEP = 5000
+"""Items handled between two pauses of the stepwise functions (a few milliseconds)."""
+
+T = TypeVar("T")
+Steps = Generator[None, None, T]
+
+
+def run_steps(steps: Steps[T]) -> T:
+    """Run stepwise work to its end without pausing; its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +106,13 @@ def aggregate(
     downloads: Iterable[Download], *, per_camera: bool = False, max_cameras: int = 500
 ) -> Snapshot:
     """Count downloads by label set; cameras beyond ``max_cameras`` (by id) go to ``other``."""
+    return run_steps(aggregate_steps(downloads, per_camera=per_camera, max_cameras=max_cameras))
+
+
+def aggregate_steps(
+    downloads: Iterable[Download], *, per_camera: bool = False, max_cameras: int = 500
+) -> Steps[Snapshot]:
+    """:func:`aggregate`, pausing every :data:`STEP` downloads."""
     counts: Counter[tuple[str, str, str]] = Counter()
     cameras: Counter[tuple[str, str]] = Counter()
     oldest_in_progress = math.inf
@@ -95,6 +120,8 @@ def aggregate(
     size = 0
     for item in downloads:
         size += 1
+        if not size % STEP:
+            yield
         counts[(item.status, item.stream_type, item.file_exists)] += 1
         if item.created_at > newest:
             newest = item.created_at
@@ -146,6 +173,26 @@ def reconcile(
     ``downloads`` must already be limited to the window and free of duplicate ids.
     ``memory`` is None for the baseline poll.
     """
+    return run_steps(
+        reconcile_steps(
+            memory,
+            downloads,
+            poll_started=poll_started,
+            window_start=window_start,
+            seen_at=seen_at,
+        )
+    )
+
+
+def reconcile_steps(
+    memory: Memory | None,
+    downloads: Iterable[Download],
+    *,
+    poll_started: float,
+    window_start: float,
+    seen_at: float,
+) -> Steps[Reconciled]:
+    """:func:`reconcile`, pausing every :data:`STEP` downloads."""
     events = Events()
     if memory is None:
         current = list(downloads)
@@ -156,6 +203,8 @@ def reconcile(
     records = {}
     current = []
     for item in downloads:
+        if not len(current) % STEP:
+            yield
         held = old.get(item.id)
         if held is None:
             events.created[item.stream_type] += 1
@@ -182,7 +231,9 @@ def reconcile(
         records[item.id] = item
         current.append(item)
 
-    for ident, held in old.items():
+    for index, (ident, held) in enumerate(old.items()):
+        if not index % STEP:
+            yield
         if ident in records:
             continue
         if held.created_at < window_start:

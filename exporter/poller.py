@@ -8,9 +8,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from exporter.config import Settings, TargetSettings
-from exporter.core import Memory, Reconciled, aggregate, reconcile
+from exporter.core import (
+    Memory,
+    Reconciled,
+    Snapshot,
+    Steps,
+    aggregate_steps,
+    reconcile_steps,
+)
 from exporter.metrics import ExporterMetrics
 from exporter.vms.client import VmsClient, Window, WindowResult
 from exporter.vms.errors import InvalidResponse, LimitExceeded, PollError, PollTimeout
@@ -18,6 +26,7 @@ from exporter.vms.errors import InvalidResponse, LimitExceeded, PollError, PollT
 log = logging.getLogger(__name__)
 
 TIMEZONE_TOLERANCE = 60.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +84,21 @@ class TargetPoller:
             async with asyncio.timeout(self._poll.timeout):
                 result = await self.client.fetch_window(window)
                 finished = self._clock()
-                reconciled = reconcile(
-                    self._memory,
-                    result.downloads,
-                    poll_started=started,
-                    window_start=window.keep_from,
-                    seen_at=finished,
+                reconciled = await _stepwise(
+                    reconcile_steps(
+                        self._memory,
+                        result.downloads,
+                        poll_started=started,
+                        window_start=window.keep_from,
+                        seen_at=finished,
+                    )
+                )
+                snapshot = await _stepwise(
+                    aggregate_steps(
+                        reconciled.current,
+                        per_camera=self._per_camera,
+                        max_cameras=self._max_cameras,
+                    )
                 )
             # Decoding and reconciling hold the loop between awaits: a poll that
             # overran its deadline there is still a timeout, never a success.
@@ -92,7 +110,7 @@ class TargetPoller:
                     f"records, more than max_downloads={self.target.max_downloads}; "
                     "raise max_downloads or shorten lookback"
                 )
-            return self._succeeded(result, reconciled, finished, began)
+            return self._succeeded(result, reconciled, snapshot, finished, began)
         except TimeoutError:
             return self._failed(
                 PollTimeout(f"the poll did not finish within poll.timeout={self._poll.timeout:g}s"),
@@ -109,13 +127,15 @@ class TargetPoller:
             return self._failed(error, began, traceback=exc if first_time else None)
 
     def _succeeded(
-        self, result: WindowResult, reconciled: Reconciled, finished: float, began: float
+        self,
+        result: WindowResult,
+        reconciled: Reconciled,
+        snapshot: Snapshot,
+        finished: float,
+        began: float,
     ) -> PollOutcome:
         duration = time.monotonic() - began
         self._memory = reconciled.memory
-        snapshot = aggregate(
-            reconciled.current, per_camera=self._per_camera, max_cameras=self._max_cameras
-        )
         self._newest_created = snapshot.newest_created
         self._metrics.poll_succeeded(
             self.name,
@@ -199,6 +219,16 @@ class TargetPoller:
 
     async def close(self) -> None:
         await self.client.close()
+
+
+async def _stepwise(steps: Steps[T]) -> T:
+    """Run stepwise work, letting the loop serve scrapes and signals at every pause."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        await asyncio.sleep(0)
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from exporter.core import Memory, aggregate, reconcile
+from exporter.core import (
+    STEP,
+    Memory,
+    aggregate,
+    aggregate_steps,
+    reconcile,
+    reconcile_steps,
+    run_steps,
+)
 from exporter.vms.models import Download
 from tests.builders import T0, rec
 
@@ -195,3 +203,29 @@ def test_file_removal_records_how_old_the_download_was() -> None:
     )
     assert sorted(out.events.file_removed_ages) == [125.0, 2 * HOUR + 65]
     assert out.events.file_removed == 2
+
+
+def test_stepwise_forms_pause_and_agree_with_the_one_shot_forms() -> None:
+    """A loop can serve scrapes between the pauses; the result is the same either way."""
+    first = [rec(i, created=T0 - i) for i in range(3 * STEP)]
+    later = [rec(i, "completed", created=T0 - i, updated=T0 + 1) for i in range(0, 3 * STEP, 2)]
+    memory, _ = poll(None, first, T0)
+    kwargs = {"poll_started": T0 + 60, "window_start": T0 - LOOKBACK, "seen_at": T0 + 65}
+    steps = reconcile_steps(memory, later, **kwargs)
+    pauses = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            stepped = done.value
+            break
+        pauses += 1
+    assert pauses >= 3
+    once = reconcile(memory, later, **kwargs)
+    assert (stepped.events, stepped.memory, stepped.current) == (
+        once.events,
+        once.memory,
+        once.current,
+    )
+    assert stepped.events.finished["completed"] == len(later)
+    assert run_steps(aggregate_steps(first)) == aggregate(first)
