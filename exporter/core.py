@@ -19,6 +19,8 @@ import math
 from collections import Counter
 from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
+from operator import attrgetter
 from typing import TypeVar
 
 from exporter.vms.models import (
@@ -37,6 +39,9 @@ STEP = 5000
 """Items handled between two pauses of the stepwise functions (a few milliseconds)."""
 
 T = TypeVar("T")
+_labels = attrgetter("status", "stream_type", "file_exists")
+_created = attrgetter("created_at")
+_ident = attrgetter("id")
 Steps = Generator[None, None, T]
 
 
@@ -112,23 +117,24 @@ def aggregate(
 def aggregate_steps(
     downloads: Iterable[Download], *, per_camera: bool = False, max_cameras: int = 500
 ) -> Steps[Snapshot]:
-    """:func:`aggregate`, pausing every :data:`STEP` downloads."""
+    """:func:`aggregate`, pausing every :data:`STEP` downloads (counted in C, chunk by chunk)."""
     counts: Counter[tuple[str, str, str]] = Counter()
     cameras: Counter[tuple[str, str]] = Counter()
     oldest_in_progress = math.inf
     newest = -math.inf
     size = 0
-    for item in downloads:
-        size += 1
-        if not size % STEP:
-            yield
-        counts[(item.status, item.stream_type, item.file_exists)] += 1
-        if item.created_at > newest:
-            newest = item.created_at
-        if item.status == IN_PROGRESS and item.created_at < oldest_in_progress:
-            oldest_in_progress = item.created_at
+    items = iter(downloads)
+    while chunk := list(islice(items, STEP)):
+        size += len(chunk)
+        counts.update(map(_labels, chunk))
+        newest = max(newest, *map(_created, chunk))
+        oldest_in_progress = min(
+            oldest_in_progress,
+            min((i.created_at for i in chunk if i.status == IN_PROGRESS), default=math.inf),
+        )
         if per_camera:
-            cameras[(item.camera_id or NO_CAMERA, item.status)] += 1
+            cameras.update((i.camera_id or NO_CAMERA, i.status) for i in chunk)
+        yield
     for status in DOCUMENTED_STATUSES:
         for stream_type in STREAM_TYPES[:2]:
             for exists in FILE_EXISTS[:2]:
@@ -196,7 +202,7 @@ def reconcile_steps(
     events = Events()
     if memory is None:
         current = list(downloads)
-        records = {item.id: item for item in current}
+        records = dict(zip(map(_ident, current), current, strict=True))
         return Reconciled(Memory(records, poll_started), events, current)
 
     old = memory.records
@@ -206,6 +212,10 @@ def reconcile_steps(
         if not len(current) % STEP:
             yield
         held = old.get(item.id)
+        if held == item:  # unchanged since the last poll: most of a window
+            records[item.id] = item
+            current.append(item)
+            continue
         if held is None:
             events.created[item.stream_type] += 1
             if item.status in TERMINAL_STATUSES:
@@ -231,11 +241,11 @@ def reconcile_steps(
         records[item.id] = item
         current.append(item)
 
-    for index, (ident, held) in enumerate(old.items()):
-        if not index % STEP:
+    yield
+    for index, ident in enumerate(old.keys() - records.keys()):  # held, but not in this poll
+        if not (index + 1) % STEP:
             yield
-        if ident in records:
-            continue
+        held = old[ident]
         if held.created_at < window_start:
             if held.status == IN_PROGRESS:
                 events.aged_out_in_progress += 1
