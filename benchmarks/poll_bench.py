@@ -172,6 +172,7 @@ async def exporter(url: str, concurrency: int, per_page: int, polls: int) -> dic
         "polls": results,
         "labels": {k: v for k, v in labels.items() if v},
         "rss": rusage()[1],
+        "hold": max(holds),
     }
     print(json.dumps(result), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # scraper done
