@@ -3,7 +3,8 @@
 Nothing here does I/O or reads a clock: callers pass every time in. The work
 over a whole window comes in two forms: ``aggregate``/``reconcile`` run at once,
 and ``*_steps`` generators that pause every :data:`STEP` items, so that an
-event loop can serve scrapes in between (``run_steps`` drives them at once).
+event loop can serve scrapes in between (``run_steps`` drives them at once,
+``run_steps_pausing`` with the loop served at every pause).
 The rules are the contract's ("How events are derived"):
 
 - the first successful poll of a target is its baseline and counts nothing;
@@ -15,6 +16,7 @@ The rules are the contract's ("How events are derived"):
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import Counter
 from collections.abc import Generator, Iterable, Mapping
@@ -43,6 +45,16 @@ _labels = attrgetter("status", "stream_type", "file_exists")
 _created = attrgetter("created_at")
 _ident = attrgetter("id")
 Steps = Generator[None, None, T]
+
+
+async def run_steps_pausing(steps: Steps[T]) -> T:
+    """Run stepwise work in a task, letting the loop serve others at every pause."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        await asyncio.sleep(0)
 
 
 def run_steps(steps: Steps[T]) -> T:

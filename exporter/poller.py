@@ -8,16 +8,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
 
 from exporter.config import Settings, TargetSettings
 from exporter.core import (
     Memory,
     Reconciled,
     Snapshot,
-    Steps,
     aggregate_steps,
     reconcile_steps,
+    run_steps_pausing,
 )
 from exporter.metrics import ExporterMetrics
 from exporter.vms.client import VmsClient, Window, WindowResult
@@ -26,7 +25,6 @@ from exporter.vms.errors import InvalidResponse, LimitExceeded, PollError, PollT
 log = logging.getLogger(__name__)
 
 TIMEZONE_TOLERANCE = 60.0
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +82,7 @@ class TargetPoller:
             async with asyncio.timeout(self._poll.timeout):
                 result = await self.client.fetch_window(window)
                 finished = self._clock()
-                reconciled = await _stepwise(
+                reconciled = await run_steps_pausing(
                     reconcile_steps(
                         self._memory,
                         result.downloads,
@@ -93,7 +91,7 @@ class TargetPoller:
                         seen_at=finished,
                     )
                 )
-                snapshot = await _stepwise(
+                snapshot = await run_steps_pausing(
                     aggregate_steps(
                         reconciled.current,
                         per_camera=self._per_camera,
@@ -219,16 +217,6 @@ class TargetPoller:
 
     async def close(self) -> None:
         await self.client.close()
-
-
-async def _stepwise(steps: Steps[T]) -> T:
-    """Run stepwise work, letting the loop serve scrapes and signals at every pause."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        await asyncio.sleep(0)
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:

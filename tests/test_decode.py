@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.vms.decode import decode_page
+from exporter.vms.decode import LARGE_PAGE, decode_page, decode_page_steps
 from exporter.vms.errors import InvalidResponse
 from exporter.vms.models import InvalidItem, parse_download
 from tests.builders import T0, item, page
@@ -174,3 +174,24 @@ def test_any_envelope_decodes_or_is_invalid_response(value: Any) -> None:
         return
     assert isinstance(value, dict) and isinstance(value.get("data"), list)
     assert len(decoded.downloads) + decoded.invalid.total() == len(value["data"])
+
+
+def test_a_large_page_decodes_in_steps_to_the_same_result() -> None:
+    items: list[Any] = [item(i, created=T0 - i) for i in range(3000)]
+    items[7] = "junk"
+    body = body_of(items, total=3000)
+    assert len(body) > LARGE_PAGE
+    steps = decode_page_steps(body)
+    pauses = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            stepped = done.value
+            break
+        pauses += 1
+    assert pauses >= 3
+    once = decode_page(body)
+    assert stepped.downloads == once.downloads
+    assert stepped.invalid == once.invalid == {"not_an_object": 1}
+    assert len(stepped.downloads) == 2999

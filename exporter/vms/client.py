@@ -27,8 +27,9 @@ import aiohttp
 
 from exporter import __version__
 from exporter.config import TargetSettings
+from exporter.core import run_steps_pausing
 from exporter.vms.auth import Credentials, ServiceAccount, StaticToken
-from exporter.vms.decode import Page, decode_page
+from exporter.vms.decode import Page, decode_page_steps
 from exporter.vms.errors import (
     ConnectionFailed,
     HttpError,
@@ -346,7 +347,7 @@ class VmsClient:
     async def _get_page(self, params: dict[str, str]) -> Page:
         body = await self._authorized_get(params)
         try:
-            return decode_page(body)
+            return await run_steps_pausing(decode_page_steps(body))
         except InvalidResponse as exc:
             raise InvalidResponse(f"page {params['page']}: {exc}") from None
 

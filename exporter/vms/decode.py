@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from exporter.core import Steps
 from exporter.vms.errors import InvalidResponse
 from exporter.vms.models import (
     IN_PROGRESS,
@@ -31,6 +32,9 @@ from exporter.vms.models import (
 )
 
 NOT_JSON = "page is not valid JSON (truncated?)"
+LARGE_PAGE = 2**20
+"""Pages larger than this (bytes) are decoded in steps by :func:`decode_page_steps`."""
+ITEM_STEP = 1000
 _COUNT = re.compile(r"[0-9]{1,15}")
 _DIGITS = re.compile(rb"[0-9]{1,100}")
 # A JSON string, or one structural character: enough to find the items of ``data``
@@ -116,6 +120,24 @@ def as_count(value: object) -> int | None:
     if isinstance(value, str) and _COUNT.fullmatch(value):
         return int(value)
     return None
+
+
+def decode_page_steps(body: bytes | bytearray) -> Steps[Page]:
+    """:func:`decode_page`, pausing every :data:`ITEM_STEP` items of a page over
+    :data:`LARGE_PAGE` bytes, so that the largest page the cap allows never holds a
+    loop for long: the envelope first (items skipped undecoded), then the items."""
+    if len(body) <= LARGE_PAGE:
+        return decode_page(body)
+    items, meta = _raw_items(body)
+    page = _page(meta)
+    for start in range(0, len(items), ITEM_STEP):
+        yield
+        for raw in items[start : start + ITEM_STEP]:
+            try:
+                page.downloads.append(_from_raw(raw))
+            except InvalidItem as exc:
+                page.invalid[exc.reason] += 1
+    return page
 
 
 def decode_page(body: bytes | bytearray) -> Page:
