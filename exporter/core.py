@@ -213,8 +213,13 @@ def reconcile_steps(
     """:func:`reconcile`, pausing every :data:`STEP` downloads."""
     events = Events()
     if memory is None:
-        current = list(downloads)
-        records = dict(zip(map(_ident, current), current, strict=True))
+        current: list[Download] = []
+        records: dict[str, Download] = {}
+        items = iter(downloads)
+        while chunk := list(islice(items, STEP)):
+            current += chunk
+            records.update(zip(map(_ident, chunk), chunk, strict=True))
+            yield
         return Reconciled(Memory(records, poll_started), events, current)
 
     old = memory.records
