@@ -45,6 +45,9 @@ _fromisoformat = datetime.fromisoformat
 _STATUSES = {"in progress": IN_PROGRESS, "in_progress": IN_PROGRESS}
 _STATUSES.update({s: s for s in TERMINAL_STATUSES})
 _STREAM_TYPES = {"high": "high", "low": "low"}
+_CAMERAS: dict[int | str, str] = {}
+"""Camera ids seen, so that the records of one camera share one string (memory)."""
+MAX_SHARED_CAMERAS = 100_000
 _Undecodable = (msgspec.DecodeError, RecursionError)  # ValidationError is a DecodeError
 
 
@@ -189,7 +192,11 @@ def _from_typed(item: _Item) -> Download:
     else:
         stream_type = _STREAM_TYPES.get(stream.type) or _stream_type(stream.type)  # type: ignore[arg-type]
         raw_camera = stream.camera_id
-        camera = str(raw_camera) if type(raw_camera) is int else normalize_id(raw_camera)
+        camera = _CAMERAS.get(raw_camera)  # type: ignore[arg-type]
+        if camera is None:
+            camera = str(raw_camera) if type(raw_camera) is int else normalize_id(raw_camera)
+            if camera is not None and len(_CAMERAS) < MAX_SHARED_CAMERAS:
+                _CAMERAS[raw_camera] = camera  # type: ignore[index]
     exists = item.is_file_exists
     return Download(
         ident,
@@ -197,7 +204,7 @@ def _from_typed(item: _Item) -> Download:
         stream_type,
         "unknown" if exists is None else "true" if exists else "false",
         created,
-        _timestamp(item.updated_at),
+        created if item.updated_at == item.created_at else _timestamp(item.updated_at),
         camera,
     )
 
