@@ -80,7 +80,8 @@ class TargetPoller:
                 datetime.fromtimestamp(started, UTC), self._poll.lookback, self.target.timezone
             )
             async with asyncio.timeout(self._poll.timeout):
-                result = await self.client.fetch_window(window)
+                known = self._memory.records if self._memory is not None else None
+                result = await self.client.fetch_window(window, known)
                 finished = self._clock()
                 reconciled = await run_steps_pausing(
                     reconcile_steps(

@@ -31,7 +31,7 @@ from exporter.vms.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from tests.builders import T0, item, page
+from tests.builders import T0, item, page, rec
 
 BASE = "https://vms.local"
 LIST = re.compile(r"^https://vms\.local/api/v1/users/downloads(\?.*)?$")
@@ -828,3 +828,20 @@ async def test_a_gzipped_page_within_the_cap_is_read(hostile: Callable[[Any], An
     result = await client.fetch_window(window())
     await client.close()
     assert sorted(d.id for d in result.downloads) == ["1", "2", "3"]
+
+
+async def test_an_unchanged_item_comes_back_as_the_record_already_held(
+    mock: aioresponses, make_client: Callable[..., VmsClient]
+) -> None:
+    """So that a poll never holds two copies of every remembered record."""
+    mock.get(LIST, payload=page([item(1, created=T0 - 5), item(2, created=T0 - 6)]), repeat=True)
+    first = await make_client().fetch_window(window())
+    known = {d.id: d for d in first.downloads}
+    changed = await make_client().fetch_window(window(), known)
+    assert all(d is known[d.id] for d in changed.downloads)
+    known["2"] = rec(2, "completed", created=T0 - 6)
+    again = await make_client().fetch_window(window(), known)
+    by_id = {d.id: d for d in again.downloads}
+    assert by_id["1"] is known["1"]
+    assert by_id["2"] is not known["2"]
+    assert by_id["2"].status == "in_progress"

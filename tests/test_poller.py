@@ -6,6 +6,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from exporter.config import PollSettings, Settings, TargetSettings
 from exporter.metrics import ExporterMetrics
 from exporter.poller import TargetPoller
 from exporter.vms.client import VmsClient, Window, WindowResult
+from exporter.vms.models import Download
 from tests.builders import T0, item, page, rec
 
 
@@ -41,7 +43,9 @@ class FakeClient:
         self.most_running = 0
         self.calls = 0
 
-    async def fetch_window(self, window: Window) -> WindowResult:
+    async def fetch_window(
+        self, window: Window, known: Mapping[str, Download] | None = None
+    ) -> WindowResult:
         self.calls += 1
         self.running += 1
         self.most_running = max(self.most_running, self.running)

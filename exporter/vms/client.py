@@ -16,7 +16,7 @@ import re
 import ssl
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -97,19 +97,23 @@ class WindowResult:
 class _Collector:
     """The usable items of one window's pages: de-duplicated, in the window, bounded."""
 
-    def __init__(self, window: Window, max_downloads: int) -> None:
+    def __init__(self, window: Window, max_downloads: int, known: Mapping[str, Download]) -> None:
         self._window = window
         self._max = max_downloads
+        self._known = known
         self.kept: dict[str, Download] = {}
         self.invalid: Counter[str] = Counter()
 
     def add(self, page: Page) -> None:
         self.invalid.update(page.invalid)
         low, high = self._window.keep_from, self._window.keep_to
-        kept = self.kept
+        kept, known = self.kept, self._known
         for download in page.downloads:
             if not low <= download.created_at <= high:
                 continue
+            same = known.get(download.id)
+            if same == download:  # unchanged: keep the one record in memory, free the copy
+                download = same
             held = kept.get(download.id)
             if held is None:
                 if len(kept) >= self._max:
@@ -257,8 +261,13 @@ class VmsClient:
             await self._session.close()
             self._session = None
 
-    async def fetch_window(self, window: Window) -> WindowResult:
+    async def fetch_window(
+        self, window: Window, known: Mapping[str, Download] | None = None
+    ) -> WindowResult:
         """Every page of ``window``: page 1 first, then the rest by ``concurrency`` workers.
+
+        ``known`` are the records remembered from earlier polls: an unchanged item
+        comes back as that very record, so a poll does not hold two copies of each.
 
         Downloads created meanwhile push items to later pages; when ``meta.total``
         grew during the poll, the pages whose items may have slipped past a read
@@ -266,7 +275,7 @@ class VmsClient:
         poll's counts are complete.
         """
         self._credentials.begin_poll()
-        collector = _Collector(window, self._target.max_downloads)
+        collector = _Collector(window, self._target.max_downloads, known or {})
         first = await self._read_page(1, window)
         collector.add(first)
         reported_total = first.total
