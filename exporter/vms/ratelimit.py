@@ -1,18 +1,20 @@
-"""Client-side cap on requests per second to one VMS (``max_rps``)."""
+"""Client-side cap on requests per second to one VMS (``max_rps``): a smooth pacer."""
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 
 
 class RateLimiter:
-    """At most ``max_rps`` requests in any sliding one-second window; 0 means no cap.
+    """Requests start at least ``1 / max_rps`` seconds apart, one at a time; 0 means no cap.
 
-    A fractional cap (0.5) is a window of ``1 / max_rps`` seconds per request.
+    No burst is allowed (a bucket of one): a sliding window of ``max_rps`` per
+    second lets ``max_rps`` requests leave at once and as many again a second
+    later, which a server sees as up to twice the cap within one second. Spaced
+    evenly, any one-second window at the server holds at most ``max_rps`` + 1
+    requests, the one extra being the allowance for network jitter.
     """
 
     def __init__(
@@ -21,22 +23,18 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._burst = max(1, math.floor(max_rps)) if max_rps else 0
-        self._period = 1.0 if max_rps >= 1 else (1.0 / max_rps if max_rps else 0.0)
-        self._sent: deque[float] = deque()
+        self._spacing = 1.0 / max_rps if max_rps else 0.0
+        self._next = float("-inf")
         self._clock = clock
         self._sleep = sleep
         self._lock = asyncio.Lock()
 
     async def acquire(self) -> None:
-        if not self._burst:
+        """Wait until this request may start; callers leave in the order they came."""
+        if not self._spacing:
             return
         async with self._lock:
-            while True:
-                now = self._clock()
-                while self._sent and now - self._sent[0] >= self._period:
-                    self._sent.popleft()
-                if len(self._sent) < self._burst:
-                    self._sent.append(now)
-                    return
-                await self._sleep(self._period - (now - self._sent[0]))
+            wait = self._next - self._clock()
+            if wait > 0:
+                await self._sleep(wait)
+            self._next = max(self._clock(), self._next) + self._spacing
