@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -33,8 +34,10 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
+from exporter.state import check_directory
 from exporter.webconfig import WebConfigError, load_web_config
 
 ENV_PREFIX = "VMS_EXPORTER_"
@@ -52,12 +55,15 @@ SHORTHAND_KEYS = {
     "TIMEZONE": "timezone",
 }
 SHORTHAND_TARGET = "default"
-_SECTIONS = ("WEB", "POLL", "METRICS", "TARGETS")
+_SECTIONS = ("WEB", "POLL", "STATE", "METRICS", "TARGETS")
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 MAX_DURATION = 366 * 86400.0
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls and the Unicode line and paragraph separators: a secret holding
+# one was cut or mangled somewhere, and str.splitlines would silently shorten it.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_BEARER = re.compile(r"bearer\s+", re.IGNORECASE)
 _TARGET_NAME = re.compile(r"[a-z0-9_]+")
 _HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_*]([A-Za-z0-9_.-]*[A-Za-z0-9])?")
 _FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("_FILE_DATA", default=None)
@@ -76,7 +82,10 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as '30s', not a boolean")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError("duration must not exceed 1 year") from None
     elif isinstance(value, str):
         text = value.strip()
         try:
@@ -178,6 +187,11 @@ class PollSettings(_Section):
     max_staleness: Duration = 600.0
 
 
+class StateSettings(_Section):
+    directory: Path | None = None
+    """Where remembered state survives restarts (the login session id); off when unset."""
+
+
 class MetricsSettings(_Section):
     per_camera: bool = False
     max_cameras: int = Field(default=500, ge=1, le=100_000)
@@ -200,7 +214,7 @@ class TargetSettings(_Section):
     concurrency: int = Field(default=4, ge=1, le=64)
     request_timeout: Duration = 10.0
     max_rps: float = Field(default=0.0, ge=0, le=10_000, allow_inf_nan=False)
-    max_pages: int = Field(default=1000, ge=1)
+    max_pages: int = Field(default=1000, ge=1, le=10_000_000)
     max_response_size: Size = 16 * 2**20
     max_downloads: int = Field(default=1_000_000, ge=1, le=100_000_000)
     tls_verify: bool = True
@@ -229,12 +243,17 @@ class TargetSettings(_Section):
 
     @field_validator("token", "password")
     @classmethod
-    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and (
-            not value.get_secret_value() or _CONTROL.search(value.get_secret_value())
-        ):
-            raise ValueError("must be non-empty, without line breaks or control characters")
-        return value
+    def _check_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value()
+        if info.field_name == "token":
+            text = strip_bearer(text)
+        if not text or _CONTROL.search(text):
+            raise ValueError(
+                "must be non-empty, without line breaks, line separators or control characters"
+            )
+        return SecretStr(text)
 
     @field_validator("server_name")
     @classmethod
@@ -308,6 +327,7 @@ class Settings(BaseSettings):
 
     web: WebSettings = WebSettings()
     poll: PollSettings = PollSettings()
+    state: StateSettings = StateSettings()
     metrics: MetricsSettings = MetricsSettings()
     targets: dict[str, TargetSettings] = Field(default_factory=dict)
 
@@ -373,12 +393,25 @@ def parse_listen_address(value: str) -> tuple[str | None, int]:
     return (host or None), int(port_text)
 
 
-def read_secret_file(path: Path) -> str:
-    """The first line of a secret file, stripped; errors never include the content."""
+def strip_bearer(token: str) -> str:
+    """A token as a login answer spells it (``"Bearer …"``) works as the bare token."""
+    token = token.strip()
+    match = _BEARER.match(token)
+    return token[match.end() :] if match else token
+
+
+def read_secret_file(path: Path, *, token: bool = False) -> str:
+    """The first line of a secret file, stripped (and ``Bearer `` with ``token``).
+
+    Only ``\\n`` ends a line: a Unicode line separator inside the secret is an
+    error, not a silently shortened secret. Errors never include the content.
+    """
     text = path.read_text(encoding="utf-8").strip()
-    first = text.splitlines()[0].strip() if text else ""
+    first = text.split("\n", 1)[0].strip()
+    if token:
+        first = strip_bearer(first)
     if not first or _CONTROL.search(first):
-        raise ValueError(f"{path} is empty or has control characters")
+        raise ValueError(f"{path} is empty or has control characters or line separators")
     return first
 
 
@@ -404,6 +437,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([f"--config.file: {path}: not valid TOML: {exc}"]) from None
     except UnicodeDecodeError:
         raise ConfigError([f"--config.file: {path}: not UTF-8 text"]) from None
+    except (RecursionError, ValueError, MemoryError) as exc:
+        # tomllib's own limits: nesting deeper than Python recurses, integers of
+        # more than 4300 digits.
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else "a value too large"
+        raise ConfigError([f"--config.file: {path}: cannot be read: {reason}"]) from None
 
 
 def _environment_problems(environ: Mapping[str, str]) -> list[str]:
@@ -475,14 +513,30 @@ def load_settings(
         settings = Settings.model_validate({k: dict(v) for k, v in (overrides or {}).items()})
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc)) from None
+    except (RecursionError, OverflowError, ValueError, TypeError, SettingsError) as exc:
+        # What pydantic(-settings) raises outside a ValidationError: a variable's JSON
+        # that does not parse or nests too deeply. Never echo the input (a secret?).
+        raise ConfigError([f"configuration cannot be read: {_cause(exc)}"]) from None
     finally:
         _FILE_DATA.reset(token)
     _check_files(settings)
     return settings
 
 
+def _cause(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "values nested too deeply"
+    if isinstance(exc, SettingsError):
+        return str(exc).split(" from source ")[0]  # names the field, not the value
+    return f"{type(exc).__name__} (a value out of range?)"
+
+
 def _check_files(settings: Settings) -> None:
     problems: list[str] = []
+    if settings.state.directory is not None:
+        why = check_directory(settings.state.directory)
+        if why is not None:
+            problems.append(f"state.directory: {why}")
     if settings.web.config_file is not None:
         try:
             load_web_config(settings.web.config_file)
@@ -508,7 +562,7 @@ def _check_files(settings: Settings) -> None:
                 if key == "ca_file":
                     ssl.create_default_context(cafile=str(path))
                 else:
-                    read_secret_file(path)
+                    read_secret_file(path, token=key == "token_file")
             except ssl.SSLError:
                 problems.append(f"targets.{name}.{key}: {path} holds no PEM certificate")
             except OSError as exc:

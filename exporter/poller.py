@@ -19,6 +19,7 @@ from exporter.core import (
     run_steps_pausing,
 )
 from exporter.metrics import ExporterMetrics
+from exporter.state import StateDirectory
 from exporter.vms.client import VmsClient, Window, WindowResult
 from exporter.vms.errors import InvalidResponse, LimitExceeded, PollError, PollTimeout
 
@@ -51,6 +52,7 @@ class TargetPoller:
         metrics: ExporterMetrics,
         *,
         clock: Callable[[], float] = time.time,
+        state: StateDirectory | None = None,
     ) -> None:
         self.name = name
         self.target = target
@@ -67,7 +69,7 @@ class TargetPoller:
         self.last: PollOutcome | None = None
         self.last_success: PollOutcome | None = None
         self.client = VmsClient(
-            name, target, on_response=lambda code: metrics.api_response(name, code)
+            name, target, on_response=lambda code: metrics.api_response(name, code), state=state
         )
         metrics.add_target(name, self._poll.lookback, self._poll.interval)
 
@@ -217,7 +219,11 @@ class TargetPoller:
                 return
 
     async def close(self) -> None:
-        await self.client.close()
+        """Close the login session this process opened (bounded in time), then the client."""
+        try:
+            await self.client.log_out()
+        finally:
+            await self.client.close()
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:

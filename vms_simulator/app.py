@@ -12,7 +12,7 @@ from aiohttp import web
 
 from vms_simulator.auth import BadCredentials, SessionLimit, TokenStore
 from vms_simulator.clock import Clock, WallClock
-from vms_simulator.config import LOGIN_PATH, Faults, SimulatorConfig
+from vms_simulator.config import LOGIN_PATH, SESSIONS_PATH, Faults, SimulatorConfig
 from vms_simulator.dataset import Dataset
 from vms_simulator.faults import FaultState
 from vms_simulator.render import Renderer, php_json, user_object
@@ -162,17 +162,34 @@ class Simulator:
             session = self.tokens.login(strings["login"], strings["password"], session_id, now)
         except BadCredentials:
             return _invalid({"login": ["These credentials do not match our records."]})
-        except SessionLimit:
+        except SessionLimit as exc:
             return _laravel_json(
                 419,
                 {
                     "message": "The maximum number of active sessions has been reached. "
-                    "Send the session_id of a session to end it."
+                    "Send the session_id of a session to end it.",
+                    "session_id": exc.oldest,
                 },
             )
         self.stats.logins += 1
         user = user_object(self.tokens.users[session.account], access_token_id=session.id)
         return _laravel_json(200, {"user": user, "access_token": f"Bearer {session.token}"})
+
+    async def close_session(self, request: web.Request) -> web.Response:
+        """``POST /api/v1/sessions/{id}``: log the session's device out."""
+        response = await self._close_session(request)
+        self.stats.close_codes[response.status] += 1
+        return response
+
+    async def _close_session(self, request: web.Request) -> web.Response:
+        now = self.clock()
+        caller = _bearer(request)
+        if caller is None or not self.tokens.is_valid(caller, now):
+            return _laravel_json(401, {"message": "Unauthenticated."})
+        session_id = parse_integer(request.match_info["session"])
+        if session_id is None or not self.tokens.close(caller, session_id, now):
+            return _laravel_json(404, {"message": "No query results for model [Session]."})
+        return _laravel_json(200, {"status": "ok"})
 
     async def get_faults(self, request: web.Request) -> web.Response:
         return web.json_response(self._faults_json())
@@ -201,7 +218,7 @@ class Simulator:
     async def get_stats(self, request: web.Request) -> web.Response:
         now = self.clock()
         self.dataset.advance(now)
-        return web.json_response(self.stats.as_json(self.tokens.active(now), len(self.dataset)))
+        return web.json_response(self.stats.as_json(self.tokens.sessions(now), len(self.dataset)))
 
 
 ENDLESS_LIMIT = 2**31
@@ -247,6 +264,7 @@ def create_app(config: SimulatorConfig, clock: Clock | None = None) -> web.Appli
     app = web.Application(middlewares=[_laravel_errors])
     app.router.add_get(config.path, simulator.list_downloads)
     app.router.add_post(LOGIN_PATH, simulator.token)
+    app.router.add_post(SESSIONS_PATH + "{session}", simulator.close_session)
     app.router.add_get(FAULTS_PATH, simulator.get_faults)
     app.router.add_post(FAULTS_PATH, simulator.post_faults)
     app.router.add_get(STATS_PATH, simulator.get_stats)

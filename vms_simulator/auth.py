@@ -24,7 +24,11 @@ class BadCredentials(Exception):
 
 
 class SessionLimit(Exception):
-    """The account already has as many sessions as it may."""
+    """The account already has as many sessions as it may; ``oldest`` may be ended."""
+
+    def __init__(self, oldest: int) -> None:
+        super().__init__(oldest)
+        self.oldest = oldest
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +103,7 @@ class TokenStore:
                 mine.remove(session)
                 break
         if len(mine) >= self._max:
-            raise SessionLimit
+            raise SessionLimit(min(s.id for s in mine))
         self._last_id += 1
         session = Session(
             id=self._last_id,
@@ -110,9 +114,28 @@ class TokenStore:
         self._sessions[session.token] = session
         return session
 
+    def close(self, caller: str, session_id: int, now: float) -> bool:
+        """End session ``session_id`` for a valid ``caller`` token; False if it has none such.
+
+        A login token may end the sessions of its own account; the static token any.
+        """
+        self._expire(now)
+        by_caller = self._sessions.get(caller)
+        for token, session in self._sessions.items():
+            if session.id == session_id and (
+                by_caller is None or by_caller.account == session.account
+            ):
+                del self._sessions[token]
+                return True
+        return False
+
+    def sessions(self, now: float) -> list[dict[str, object]]:
+        """The open sessions, oldest first: id and login (never the token)."""
+        self._expire(now)
+        return [
+            {"id": s.id, "login": self._accounts[s.account].login}
+            for s in sorted(self._sessions.values(), key=lambda s: s.id)
+        ]
+
     def revoke_all(self) -> None:
         self._sessions.clear()
-
-    def active(self, now: float) -> int:
-        self._expire(now)
-        return len(self._sessions)

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 DEFAULT_PATH = "/api/v1/users/downloads"
 MAX_LATENCY = 600.0
 LOGIN_PATH = "/api/v1/token"
+SESSIONS_PATH = "/api/v1/sessions/"
 
 
 def _check(ok: bool, name: str, rule: str, value: object) -> None:
@@ -123,8 +124,11 @@ class SimulatorConfig:
     per_page_cap: int | None = None
     accounts: tuple[Account, ...] = (Account("exporter@example.com", "demo"),)
     max_sessions: int = 3
-    """Concurrent login sessions per account; one more login is answered 419."""
+    """Concurrent login sessions per account; one more login is answered 419 naming the
+    oldest session, which that login may send as ``session_id`` to end it first."""
     token_ttl: float | None = None
+    """Seconds a login session lasts; None: until closed (``POST /api/v1/sessions/{id}``),
+    replaced by a login's ``session_id``, or revoked by the ``unauthorized`` fault."""
     captcha: bool = False
     """Logins demand a captcha, which an unattended client can never solve."""
     history: float = 2 * 86400.0

@@ -21,6 +21,8 @@ def _count_bounded(counter: Counter[str], value: str) -> None:
 class Stats:
     list_codes: Counter[int] = field(default_factory=Counter)
     token_codes: Counter[int] = field(default_factory=Counter)
+    close_codes: Counter[int] = field(default_factory=Counter)
+    """Answers to ``POST /api/v1/sessions/{id}``."""
     logins: int = 0
     """Successful logins (sessions opened)."""
     x_client: Counter[str] = field(default_factory=Counter)
@@ -35,7 +37,7 @@ class Stats:
             key: query[key] for key in ("per_page", "page", "from", "to") if key in query
         }
 
-    def as_json(self, active_sessions: int, downloads: int) -> dict[str, object]:
+    def as_json(self, sessions: list[dict[str, object]], downloads: int) -> dict[str, object]:
         def codes(counter: Counter[int]) -> dict[str, object]:
             return {
                 "total": counter.total(),
@@ -46,7 +48,9 @@ class Stats:
             "requests": codes(self.list_codes),
             "token_requests": codes(self.token_codes),
             "logins": self.logins,
-            "active_sessions": active_sessions,
+            "session_closes": codes(self.close_codes),
+            "active_sessions": len(sessions),
+            "sessions": sessions,
             "downloads": downloads,
             "x_client": dict(self.x_client),
             "x_uuid": dict(self.x_uuid),

@@ -26,9 +26,17 @@ from zoneinfo import ZoneInfo
 import aiohttp
 
 from exporter import __version__
-from exporter.config import TargetSettings
+from exporter.config import TargetSettings, strip_bearer
 from exporter.core import run_steps_pausing
-from exporter.vms.auth import Credentials, ServiceAccount, StaticToken
+from exporter.state import StateDirectory
+from exporter.vms.auth import (
+    Credentials,
+    LoginAnswer,
+    ServiceAccount,
+    SessionMemory,
+    StaleSessionId,
+    StaticToken,
+)
 from exporter.vms.decode import Page, decode_page_steps
 from exporter.vms.errors import (
     ConnectionFailed,
@@ -46,6 +54,9 @@ from exporter.vms.ratelimit import RateLimiter
 log = logging.getLogger(__name__)
 
 TOKEN_PATH = "/api/v1/token"  # noqa: S105 (a path, not a secret)
+SESSIONS_PATH = "/api/v1/sessions/"
+LOGOUT_TIMEOUT = 1.0
+"""Seconds a stop may spend closing the login session (the stop budget is 2 s)."""
 QUERY_MARGIN = timedelta(hours=1)
 QUERY_PADDING = timedelta(days=1)
 MAX_ATTEMPTS = 3
@@ -189,6 +200,43 @@ def _validation_reasons(body: bytes | bytearray) -> str:
     return ", ".join(parts)[:500]
 
 
+def _login_answer(body: bytes) -> LoginAnswer:
+    try:
+        decoded = json.loads(body)
+        token = decoded["access_token"]
+    except (ValueError, KeyError, TypeError):
+        raise InvalidResponse("login answer has no access_token") from None
+    if not isinstance(token, str) or not strip_bearer(token):
+        raise InvalidResponse("login answer has no access_token")
+    user = decoded.get("user")
+    session = _as_count(user.get("access_token_id")) if isinstance(user, dict) else None
+    return LoginAnswer(strip_bearer(token), session)
+
+
+def _offered_session(body: bytes) -> int | None:
+    """The session a 419 names for a new login to end (shape undocumented: a few tried)."""
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(decoded, dict):
+        return None
+    for key in ("session_id", "access_token_id"):
+        found = _as_count(decoded.get(key))
+        if found is not None:
+            return found
+    return None
+
+
+def _names_field(body: bytes, name: str) -> bool:
+    """Whether a 422 body's ``errors`` name ``name``."""
+    try:
+        errors = json.loads(body).get("errors")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(errors, dict) and name in errors
+
+
 def _ssl_context(target: TargetSettings) -> ssl.SSLContext:
     """Verify the VMS against the system CAs or ``ca_file``; present ``cert_file`` if set."""
     context = ssl.create_default_context(
@@ -213,7 +261,9 @@ class VmsClient:
         on_response: Callable[[str], None] = lambda code: None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        state: StateDirectory | None = None,
     ) -> None:
+        """``state``: where the login session id survives a restart (none: only in memory)."""
         self.name = name
         self._target = target
         self._on_response = on_response
@@ -236,7 +286,11 @@ class VmsClient:
         self._credentials: Credentials
         if target.login is not None:
             self._credentials = ServiceAccount(
-                target.login, target.password, target.password_file, self._log_in
+                target.login,
+                target.password,
+                target.password_file,
+                self._log_in,
+                SessionMemory(state, name, target.url, target.login),
             )
         else:
             self._credentials = StaticToken(target.token, target.token_file)
@@ -255,6 +309,31 @@ class VmsClient:
                 trust_env=False,
             )
         return self._session
+
+    async def log_out(self) -> None:
+        """Close the login session this process opened, within LOGOUT_TIMEOUT; never raises.
+
+        If it cannot be closed, its id stays remembered and the next login replaces it.
+        """
+        try:
+            async with asyncio.timeout(LOGOUT_TIMEOUT):
+                await self._credentials.log_out(self._close_session)
+        except (PollError, TimeoutError) as exc:
+            log.warning(
+                "could not close the login session on the VMS; the next start replaces it",
+                extra={"target": self.name, "reason": str(exc) or "timed out"},
+            )
+
+    async def _close_session(self, token: str, session_id: int) -> None:
+        status, _ = await self._send(
+            "POST", f"{self._target.url}{SESSIONS_PATH}{session_id}", token=token, attempts=1
+        )
+        if status in (200, 204):
+            log.info("closed the login session", extra={"target": self.name})
+        elif status in (401, 404):
+            log.info("the login session had ended already", extra={"target": self.name})
+        else:
+            raise HttpError(f"closing the session: the VMS answered HTTP {status}")
 
     async def close(self) -> None:
         if self._session is not None:
@@ -375,29 +454,47 @@ class VmsClient:
             raise HttpError(f"the VMS answered HTTP {status}")
         return body
 
-    async def _log_in(self, login: str, password: str) -> str:
-        payload = {"login": login, "password": password, "session_id": None}
+    async def _log_in(self, login: str, password: str, replace: int | None) -> LoginAnswer:
+        """Log in; ``replace`` is the id of the session this exporter opened last, if any."""
+        payload = {"login": login, "password": password, "session_id": replace}
         # Never retried: a login the VMS accepted but answered slowly would open a
         # second session, and a 429 here means too many sessions, not a rate limit.
         status, body = await self._send(
             "POST", self._target.url + TOKEN_PATH, json_body=payload, attempts=1
         )
         if status == 200:
-            try:
-                token = json.loads(body)["access_token"]
-            except (ValueError, KeyError, TypeError):
-                raise InvalidResponse("login answer has no access_token") from None
-            if not isinstance(token, str) or not token.strip():
-                raise InvalidResponse("login answer has no access_token")
-            log.info("logged in to the VMS", extra={"target": self.name})
-            return token.strip().removeprefix("Bearer ").strip()
+            answer = _login_answer(body)
+            log.info(
+                "logged in to the VMS",
+                extra={
+                    "target": self.name,
+                    "session_id": answer.session_id,
+                    "replaced_session_id": replace,
+                },
+            )
+            if answer.session_id is None:
+                log.warning(
+                    "the login answer names no session (user.access_token_id): "
+                    "the session cannot be closed on stop",
+                    extra={"target": self.name},
+                )
+            return answer
         if status in (419, 429):
+            offered = _offered_session(body)
+            hint = (
+                f"; the VMS offers to end session {offered}, which this exporter did not "
+                "open, so it leaves it alone"
+                if offered is not None and offered != replace
+                else ""
+            )
             raise Unauthorized(
                 f"login refused ({status}): too many sessions for this account on the VMS; "
-                "close old sessions or raise the limit"
+                f"close old sessions or raise the limit{hint}"
             )
         if status == 422:
             reasons = _validation_reasons(body)
+            if replace is not None and _names_field(body, "session_id"):
+                raise StaleSessionId(f"login refused the remembered session_id: {reasons}")
             what = "captcha required" if "captcha" in reasons.lower() else "wrong login or password"
             raise Unauthorized(f"login refused (422, {what}): {reasons}")
         if status in (401, 403):

@@ -83,7 +83,8 @@ async def test_the_session_limit_and_dropping_a_session(
 
     status, refused = await login(http, sim)
     assert status == 419
-    assert set(refused) == {"message"}
+    assert set(refused) == {"message", "session_id"}
+    assert refused["session_id"] == first["user"]["access_token_id"]  # the oldest
     assert (await stats(http, sim))["active_sessions"] == 2
 
     status, third = await login(http, sim, session_id=first["user"]["access_token_id"])
@@ -142,3 +143,48 @@ async def test_with_captcha_on_a_login_cannot_succeed(
     assert body["errors"]["captcha"] == ["The captcha field is required."]
     assert solved_status == 422
     assert solved["errors"] == {"captcha": ["Invalid captcha."]}
+
+
+async def close(
+    http: aiohttp.ClientSession, sim: RunningSimulator, session_id: object, access_token: str
+) -> tuple[int, object]:
+    async with http.post(
+        f"{sim.url}/api/v1/sessions/{session_id}", headers=bearer(access_token)
+    ) as response:
+        return response.status, await response.json()
+
+
+async def test_a_session_closed_is_gone_and_frees_its_place(
+    http: aiohttp.ClientSession, simulate: Start, clock: ManualClock
+) -> None:
+    sim = await simulate(max_sessions=1)
+    _, session = await login(http, sim)
+    clock.advance(30 * 86400)  # sessions never expire unless closed
+    assert (await fetch(http, sim, headers=bearer(session["access_token"])))[0] == 200
+    assert (await login(http, sim))[0] == 419
+
+    answer = await close(http, sim, session["user"]["access_token_id"], session["access_token"])
+
+    assert answer == (200, {"status": "ok"})
+    assert (await fetch(http, sim, headers=bearer(session["access_token"])))[0] == 401
+    counted = await stats(http, sim)
+    assert counted["sessions"] == []
+    assert counted["session_closes"]["by_code"] == {"200": 1}
+    assert (await login(http, sim))[0] == 200
+
+
+async def test_only_a_valid_token_closes_and_only_sessions_of_its_account(
+    http: aiohttp.ClientSession, simulate: Start
+) -> None:
+    sim = await simulate(accounts=(Account("a@example.com", "pa"), Account("b@example.com", "pb")))
+    _, a = await login(http, sim, login="a@example.com", password="pa")
+    _, b = await login(http, sim, login="b@example.com", password="pb")
+    a_id, b_id = a["user"]["access_token_id"], b["user"]["access_token_id"]
+
+    assert (await close(http, sim, a_id, "Bearer nonsense"))[0] == 401
+    assert (await close(http, sim, b_id, a["access_token"]))[0] == 404
+    assert (await close(http, sim, "x", a["access_token"]))[0] == 404
+    assert (await close(http, sim, 999, a["access_token"]))[0] == 404
+    assert [s["id"] for s in (await stats(http, sim))["sessions"]] == [a_id, b_id]
+    assert (await close(http, sim, b_id, "Bearer demo"))[0] == 200  # the static token: any
+    assert (await stats(http, sim))["sessions"] == [{"id": a_id, "login": "a@example.com"}]
