@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
+import re
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,13 +35,27 @@ from exporter.config import (
 from exporter.logs import LEVELS, setup_logging
 from exporter.metrics import ExporterMetrics
 from exporter.poller import PollOutcome, TargetPoller
+from exporter.service import Service
 from exporter.web import create_app, start_server
 from exporter.webconfig import LiveWebConfig, WebConfigError
 
 log = logging.getLogger("exporter")
 
-MAX_STAGGER = 5.0
 DEMO_LISTEN = "127.0.0.1:9877"
+STOP_BUDGET = 1.8
+"""Seconds a stop may take (polls cancelled, sessions closed, server shut): exit within 2 s."""
+_EARLY_STOP = threading.Event()
+"""Set by a SIGTERM/SIGINT that arrives before the event loop handles signals."""
+
+
+def _early_signal(signum: int, frame: object) -> None:
+    _EARLY_STOP.set()
+
+
+def install_early_signal_handlers() -> None:
+    """Until the event loop takes over, SIGTERM/SIGINT are remembered, not fatal."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _early_signal)
 
 
 def _add_common(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -107,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    install_early_signal_handlers()
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "simulate":
@@ -129,37 +147,66 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args.config_file, overrides)
     except ConfigError as exc:
         for problem in exc.problems:
-            print(f"configuration error: {problem}", file=sys.stderr)
+            print(f"configuration error: {escape_terminal(problem)}", file=sys.stderr)
         return 2
+    if _EARLY_STOP.is_set():
+        return 0
     if args.command == "check":
         return asyncio.run(_check(settings))
-    return asyncio.run(serve(settings))
+    return asyncio.run(
+        serve(settings, load=functools.partial(load_settings, args.config_file, overrides))
+    )
 
 
-def _stop_on_signals(stop: asyncio.Event) -> None:
+def _stop_on_signals(stop: asyncio.Event, reload: Callable[[], object] | None = None) -> None:
+    """SIGTERM/SIGINT set ``stop`` (again: just logged); SIGHUP calls ``reload``."""
     loop = asyncio.get_running_loop()
+
+    def on_stop() -> None:
+        if stop.is_set():
+            log.info("already stopping")
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_stop)
+    if reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    if _EARLY_STOP.is_set():  # a signal came while starting up
+        stop.set()
 
 
 async def serve(
     settings: Settings,
     stop: asyncio.Event | None = None,
     announce: Callable[[list[str]], None] | None = None,
+    load: Callable[[], Settings] | None = None,
 ) -> int:
     """Run the exporter until ``stop`` is set (or SIGTERM/SIGINT); return the exit code.
 
-    ``announce`` is called with the bound addresses once the server listens.
+    ``announce`` is called with the bound addresses once the server listens;
+    ``load`` re-reads the configuration on SIGHUP and ``POST /-/reload``.
     """
-    if stop is None:
-        stop = asyncio.Event()
-        _stop_on_signals(stop)
     metrics = ExporterMetrics(
         per_camera=settings.metrics.per_camera, max_staleness=settings.poll.max_staleness
     )
-    pollers = [
-        TargetPoller(name, target, settings, metrics) for name, target in settings.targets.items()
-    ]
+    own_signals = stop is None
+    stop = stop or asyncio.Event()
+    service = Service(settings, metrics, stop, load)
+    reloads: set[asyncio.Task[list[str]]] = set()
+
+    def reload_on_signal() -> None:
+        log.info("SIGHUP: reloading the configuration")
+        task = asyncio.create_task(service.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    if own_signals:
+        _stop_on_signals(stop, reload_on_signal)
+    if settings.state.directory is None and any(t.login for t in settings.targets.values()):
+        log.warning(
+            "login mode without [state] directory: after a kill (not a graceful stop) "
+            "the next start cannot replace the old session, which stays open on the VMS"
+        )
     host, port = parse_listen_address(settings.web.listen_address)
     web_config = None
     if settings.web.config_file is not None:
@@ -169,9 +216,10 @@ async def serve(
             for problem in exc.problems:
                 print(f"configuration error: web.config_file: {problem}", file=sys.stderr)
             return 2
+    service.web_config = web_config
     try:
         runner, addresses = await start_server(
-            create_app(metrics, pollers, web_config),
+            create_app(metrics, service.pollers, web_config, reload=service.reload),
             host,
             port,
             web_config.ssl_context if web_config else None,
@@ -180,6 +228,7 @@ async def serve(
         log.error(
             "cannot listen", extra={"address": settings.web.listen_address, "error": exc.strerror}
         )
+        await service.close()
         return 1
     log.info(
         "exporter started",
@@ -193,43 +242,32 @@ async def serve(
     )
     if announce is not None:
         announce(addresses)
-    stagger = min(MAX_STAGGER, settings.poll.interval / len(pollers))
-    died: list[str] = []
-
-    def check_alive(task: asyncio.Task[None]) -> None:
-        """A poll loop (or the web config watch) never ends on its own: stop loudly, not quietly."""
-        if task.cancelled() or stop.is_set():
-            return
-        log.error(
-            "a background task ended unexpectedly",
-            exc_info=task.exception(),
-            extra={"task": task.get_name()},
-        )
-        died.append(task.get_name())
-        stop.set()
-
-    tasks = [
-        asyncio.create_task(poller.run(stop, first_delay=i * stagger), name=f"poll-{poller.name}")
-        for i, poller in enumerate(pollers)
-    ]
+    service.start()
     if web_config is not None:
-        tasks.append(asyncio.create_task(web_config.watch(), name="web-config-watch"))
-    for task in tasks:
-        task.add_done_callback(check_alive)
+        service.supervise(asyncio.create_task(web_config.watch(), name="web-config-watch"))
     await stop.wait()
     log.info("stopping")
-    for task in tasks:
+    for task in reloads:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await runner.cleanup()
-    for poller in pollers:
-        await poller.close()
-    return 1 if died else 0
+    try:
+        async with asyncio.timeout(STOP_BUDGET):
+            await asyncio.gather(service.close(), runner.cleanup())
+    except TimeoutError:
+        log.warning("stopping took too long; exiting anyway")
+    return 1 if service.died else 0
+
+
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def escape_terminal(text: str) -> str:
+    """Control characters (line breaks, ESC, bidi overrides) shown as escapes, never obeyed."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def _describe(outcome: PollOutcome) -> str:
     if outcome.result != "success":
-        return f"FAILED ({outcome.result}): {outcome.error}"
+        return f"FAILED ({outcome.result}): {escape_terminal(outcome.error or '')}"
     counts = ", ".join(f"{k}={v}" for k, v in sorted((outcome.status_counts or {}).items()))
     return (
         f"ok: {outcome.downloads} downloads in the window ({counts}); "
@@ -238,21 +276,41 @@ def _describe(outcome: PollOutcome) -> str:
 
 
 async def _check(settings: Settings) -> int:
+    """Poll each target once. The login session is closed at the end and never saved in
+    ``[state]``: a check beside a running exporter must not replace the exporter's session.
+    SIGTERM/SIGINT end it (exit 1: not every target was checked) after closing sessions.
+    """
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
     metrics = ExporterMetrics(process_metrics=False)
     failed = False
     for name, target in settings.targets.items():
         poller = TargetPoller(name, target, settings, metrics)
         try:
-            outcome = await poller.poll_once()
-            print(f"{name}: {_describe(outcome)}")
-            failed |= outcome.result != "success"
-            if outcome.result == "success":
-                warning = await poller.timezone_warning()
-                if warning:
-                    print(f"{name}: warning: {warning}")
+            checked = asyncio.ensure_future(_check_one(name, poller))
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({checked, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not checked.done():
+                checked.cancel()
+                await asyncio.gather(checked, return_exceptions=True)
+                print(f"{name}: interrupted", file=sys.stderr)
+                return 1
+            failed |= not checked.result()
         finally:
-            await poller.close()
+            await poller.close()  # bounded: closing the session takes at most LOGOUT_TIMEOUT
     return 1 if failed else 0
+
+
+async def _check_one(name: str, poller: TargetPoller) -> bool:
+    outcome = await poller.poll_once()
+    print(f"{name}: {_describe(outcome)}", flush=True)
+    if outcome.result != "success":
+        return False
+    warning = await poller.timezone_warning()
+    if warning:
+        print(f"{name}: warning: {escape_terminal(warning)}", flush=True)
+    return True
 
 
 async def _demo(args: argparse.Namespace) -> int:

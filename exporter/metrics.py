@@ -236,6 +236,30 @@ class ExporterMetrics:
             self.api_requests.labels(target, code)
         for reason in INVALID_REASONS:
             self.items_invalid.labels(target, reason)
+        self.set_poll_settings(target, lookback, interval)
+
+    def remove_target(self, target: str) -> None:
+        """Drop every series of a target that left the configuration (a reload)."""
+        self._windows.pop(target, None)
+        for metric in (
+            self.created,
+            self.finished,
+            self.file_removed,
+            self.aged_out,
+            self.export_duration,
+            self.up,
+            self.last_success,
+            self.poll_duration,
+            self.polls,
+            self.api_requests,
+            self.reported_items,
+            self.items_invalid,
+            self.lookback,
+            self.interval,
+        ):
+            metric.remove_by_labels({"target": target})
+
+    def set_poll_settings(self, target: str, lookback: float, interval: float) -> None:
         self.lookback.labels(target).set(lookback)
         self.interval.labels(target).set(interval)
 

@@ -61,6 +61,7 @@ class TargetPoller:
         self._max_cameras = settings.metrics.max_cameras
         self._metrics = metrics
         self._clock = clock
+        self._state = state
         self._memory: Memory | None = None
         self._last_result: str | None = None
         self._reported_reasons: set[str] = set()
@@ -218,12 +219,42 @@ class TargetPoller:
             if await _wait(stop, self._poll.interval - (time.monotonic() - began)):
                 return
 
+    def identity(self) -> tuple[str, str, str]:
+        """What must stay the same for a reload to keep this target's records and counters."""
+        return identity(self.name, self.target)
+
+    async def reconfigure(self, target: TargetSettings, settings: Settings) -> None:
+        """New settings for the same target (a reload); call only while no poll runs.
+
+        The remembered records and counters stay; a changed target gets a new
+        client (the old one closes its login session first).
+        """
+        assert identity(self.name, target) == self.identity()
+        self._poll = settings.poll
+        self._per_camera = settings.metrics.per_camera
+        self._max_cameras = settings.metrics.max_cameras
+        self._metrics.set_poll_settings(self.name, self._poll.lookback, self._poll.interval)
+        if target != self.target:
+            await self.close()
+            self.target = target
+            self.client = VmsClient(
+                self.name,
+                target,
+                on_response=lambda code: self._metrics.api_response(self.name, code),
+                state=self._state,
+            )
+
     async def close(self) -> None:
         """Close the login session this process opened (bounded in time), then the client."""
         try:
             await self.client.log_out()
         finally:
             await self.client.close()
+
+
+def identity(name: str, target: TargetSettings) -> tuple[str, str, str]:
+    """A target is the same one across a reload when its name, URL and path are."""
+    return (name, target.url, target.path)
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:

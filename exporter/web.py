@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -21,12 +21,20 @@ from exporter.webconfig import LiveWebConfig
 SHUTDOWN_TIMEOUT = 1.0
 
 
+Reload = Callable[[], Awaitable[list[str]]]
+"""Re-read the configuration; the problems when it is invalid (and nothing changed)."""
+
+
 def create_app(
     metrics: ExporterMetrics,
     pollers: Sequence[TargetPoller],
     web_config: LiveWebConfig | None = None,
+    reload: Reload | None = None,
 ) -> web.Application:
-    """The exporter's routes; with ``web_config``, behind its basic auth and headers."""
+    """The exporter's routes; with ``web_config``, behind its basic auth and headers.
+
+    ``pollers`` is read on every request, so a reload that changes it shows at once.
+    """
     app = web.Application(middlewares=[security_middleware(web_config)] if web_config else [])
     # prometheus-client's handler: content negotiation (OpenMetrics) and aiohttp's gzip.
     app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
@@ -34,11 +42,24 @@ def create_app(
     app.router.add_get("/-/ready", _ready_handler(pollers))
     app.router.add_get("/", _landing_handler(pollers))
     app.router.add_get("/runbook", _runbook)
+    if reload is not None:
+        app.router.add_post("/-/reload", _reload_handler(reload))
     return app
 
 
 async def _runbook(request: web.Request) -> web.Response:
     return web.Response(text=runbook.page(), content_type="text/html")
+
+
+def _reload_handler(reload: Reload) -> Handler:
+    async def reload_config(request: web.Request) -> web.Response:
+        problems = await reload()
+        if problems:
+            text = "".join(f"{problem}\n" for problem in problems)
+            return web.Response(status=500, text=f"Configuration not reloaded:\n{text}")
+        return web.Response(text="Configuration reloaded.\n")
+
+    return reload_config
 
 
 async def _healthy(request: web.Request) -> web.Response:
