@@ -139,11 +139,11 @@ class Service:
             p for name, p in current.items()
             if name not in new.targets or identity(name, new.targets[name]) != p.identity()
         ]  # fmt: skip
-        for poller in removed:
-            await self._halt(poller.name)
-            await poller.close()
-            self.pollers.remove(poller)
-            self.metrics.remove_target(poller.name)
+        for gone in removed:
+            await self._halt(gone.name)
+            await gone.close()
+            self.pollers.remove(gone)
+            self.metrics.remove_target(gone.name)
         kept = {p.name: p for p in self.pollers}
         added: list[str] = []
         for name, target in new.targets.items():
