@@ -40,7 +40,7 @@ class StateDirectory:
             with path.open("rb") as handle:
                 raw = handle.read(MAX_STATE_FILE + 1)
             data = json.loads(raw) if len(raw) <= MAX_STATE_FILE else None
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             return None

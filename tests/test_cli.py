@@ -7,13 +7,15 @@ import signal
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from exporter import __version__
 from tests.exporter_harness import parse_metrics
 from tests.processes import DEADLINE, exporter_process, free_port, stop, wait_for
-from vms_simulator import SimulatorConfig, start_simulator
+from vms_simulator import RunningSimulator, SimulatorConfig, start_simulator
 
 
 async def run(*args: str) -> tuple[int, str, str]:
@@ -149,3 +151,63 @@ async def test_simulate_runs_the_simulator_alone() -> None:
         code, _, out, _ = await stop(proc)
     assert code == 0
     assert f"VMS_EXPORTER_URL=http://127.0.0.1:{port}" in out
+
+
+@pytest.fixture
+async def login_vms() -> AsyncIterator[RunningSimulator]:
+    """A VMS that only knows logins, two sessions per account at most."""
+    sim = await start_simulator(
+        SimulatorConfig(downloads=50, seed=2, arrival_interval=0, token=None, max_sessions=2)
+    )
+    yield sim
+    await sim.close()
+
+
+def login_config(tmp_path: Path, url: str) -> Path:
+    state = tmp_path / "state"
+    state.mkdir(exist_ok=True)
+    path = config_file(tmp_path, url, f'[state]\ndirectory = "{state}"\n')
+    login = 'login = "exporter@example.com"\npassword = "demo"\n'
+    path.write_text(path.read_text().replace('token = "demo"\n', login))
+    return path
+
+
+async def sim_stats(url: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http, http.get(url + "/-/sim/stats") as response:
+        result: dict[str, Any] = await response.json()
+        return result
+
+
+async def test_restarts_graceful_or_killed_never_pile_up_sessions(
+    tmp_path: Path, login_vms: RunningSimulator
+) -> None:
+    path = login_config(tmp_path, login_vms.url)
+    for cycle, sig in enumerate([signal.SIGTERM, signal.SIGKILL] * 3 + [signal.SIGTERM]):
+        port = free_port()
+        args = ("--config.file", str(path), "--web.listen-address", f"127.0.0.1:{port}")
+        async with exporter_process(*args) as proc:
+            await wait_for(f"http://127.0.0.1:{port}/-/ready")
+            samples = parse_metrics(await wait_for(f"http://127.0.0.1:{port}/metrics"))
+            assert len((await sim_stats(login_vms.url))["sessions"]) == 1, cycle
+            code, elapsed, _, err = await stop(proc, sig)
+        assert samples[("vms_up", frozenset({("target", "main")}))] == 1, (cycle, err)
+        left = (await sim_stats(login_vms.url))["sessions"]
+        if sig == signal.SIGTERM:
+            assert (code, left) == (0, []), (cycle, err)
+            assert elapsed < 2.0, f"took {elapsed:.2f}s to stop"
+        else:
+            assert len(left) == 1, cycle
+    final = await sim_stats(login_vms.url)
+    assert final["token_requests"]["by_code"] == {"200": 7}  # never a 419
+    assert final["requests"]["by_code"].keys() == {"200"}
+
+
+async def test_check_leaves_no_session(tmp_path: Path, login_vms: RunningSimulator) -> None:
+    path = login_config(tmp_path, login_vms.url)
+    for _ in range(3):
+        code, out, _ = await run("check", "--config.file", str(path))
+        assert code == 0, out
+    stats = await sim_stats(login_vms.url)
+    assert stats["sessions"] == []
+    assert stats["session_closes"]["by_code"] == {"200": 3}
+    assert list((tmp_path / "state").iterdir()) == []  # check keeps no state
