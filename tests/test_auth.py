@@ -62,6 +62,10 @@ async def can_read(http: aiohttp.ClientSession, sim: RunningSimulator, token: st
         return r.status == 200
 
 
+def files_in(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
 def window() -> Window:
     return Window.at(datetime.now(UTC), 86400, "Europe/Moscow")
 
@@ -110,7 +114,7 @@ async def test_a_stop_closes_the_session_and_forgets_its_id(
     await client.log_out()
 
     assert await sessions(http, sim) == []
-    assert list(tmp_path.iterdir()) == []
+    assert files_in(tmp_path) == []
 
 
 async def test_after_a_kill_the_next_login_replaces_the_session_it_left(
