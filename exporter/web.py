@@ -13,6 +13,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from exporter import __version__, runbook
+from exporter.httpserver import start_guarded
 from exporter.metrics import ExporterMetrics
 from exporter.poller import TargetPoller
 from exporter.webauth import security_middleware
@@ -129,12 +130,12 @@ async def start_server(
 ) -> tuple[web.AppRunner, list[str]]:
     """Listen on ``host:port`` (None: all interfaces, IPv4 and IPv6); return bound addresses.
 
-    With ``ssl_context`` the server speaks HTTPS (HTTP/1.1) only.
+    With ``ssl_context`` the server speaks HTTPS (HTTP/1.1) only. Either way it is
+    guarded against hostile clients (see :mod:`exporter.httpserver`).
     """
-    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-    await site.start()
+    runner, _ = await start_guarded(
+        app, host, port, shutdown_timeout=SHUTDOWN_TIMEOUT, ssl_context=ssl_context
+    )
     addresses = []
     for sock in runner.addresses:
         host_part, port_part = sock[0], sock[1]

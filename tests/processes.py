@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -53,8 +54,18 @@ async def wait_for(url: str, status: int = 200, deadline: float = DEADLINE) -> s
 
 
 @asynccontextmanager
-async def exporter_process(*args: str) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``python -m exporter *args`` with stdout/stderr piped; killed if still running at exit."""
+async def exporter_process(
+    *args: str, fd_limit: int | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``python -m exporter *args`` with stdout/stderr piped; killed if still running at exit.
+
+    ``fd_limit``: the process's limit of open file descriptors (RLIMIT_NOFILE).
+    """
+
+    def limit() -> None:
+        if fd_limit is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
+
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -62,6 +73,7 @@ async def exporter_process(*args: str) -> AsyncIterator[asyncio.subprocess.Proce
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=limit if fd_limit is not None else None,  # noqa: PLW1509
     )
     try:
         yield proc
