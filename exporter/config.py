@@ -63,7 +63,7 @@ MAX_DURATION = 366 * 86400.0
 # C0 and C1 controls and the Unicode line and paragraph separators: a secret holding
 # one was cut or mangled somewhere, and str.splitlines would silently shorten it.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_BEARER = re.compile(r"bearer\s+", re.IGNORECASE)
+_BEARER = re.compile(r"bearer(\s+|$)", re.IGNORECASE)
 _TARGET_NAME = re.compile(r"[a-z0-9_]+")
 _HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_*]([A-Za-z0-9_.-]*[A-Za-z0-9])?")
 _FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("_FILE_DATA", default=None)

@@ -73,7 +73,7 @@ async def exporter_process(
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        preexec_fn=limit if fd_limit is not None else None,  # noqa: PLW1509
+        preexec_fn=limit if fd_limit is not None else None,
     )
     try:
         yield proc

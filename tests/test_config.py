@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exporter.config import (
     ConfigError,
@@ -248,6 +251,14 @@ def test_shorthand_mixed_with_file_targets_is_an_error(
             "targets.main.max_rps",
         ),
         ("[targets.main\n", "not valid TOML"),
+        (MINIMAL + "\n[poll]\ninterval = " + "9" * 400 + "\n", "poll.interval: duration must"),
+        (target_with('token = "x"\nmax_pages = ' + "9" * 40), "targets.main.max_pages"),
+        (MINIMAL + "\nx = " + "[" * 5000 + "]" * 5000 + "\n", "cannot be read: nested too"),
+        (MINIMAL + "\n[metrics]\nmax_cameras = " + "9" * 5000 + "\n", "a value too large"),
+        (target_with('token = "ab\\u2028cd"'), "targets.main.token: must be non-empty"),
+        (target_with('token = "Bearer "'), "targets.main.token: must be non-empty"),
+        (MINIMAL + '\n[state]\ndirectory = "/nonexistent/x"\n', "state.directory: /nonexist"),
+        (MINIMAL + "\n[state]\nkeep = 1\n", "state.keep: unknown key"),
     ],
 )
 def test_each_invalid_case_names_its_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -364,3 +375,102 @@ def test_settings_type_is_frozen(tmp_path: Path) -> None:
     assert isinstance(settings, Settings)
     with pytest.raises(Exception, match="frozen"):
         settings.poll = settings.poll  # type: ignore[misc]
+
+
+def test_a_token_file_with_a_line_separator_is_an_error_not_a_shorter_token(
+    tmp_path: Path,
+) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("abc\u2028def\n", encoding="utf-8")
+    found = problems(tmp_path, target_with(f'token_file = "{secret}"'))
+    assert found == [
+        f"targets.main.token_file: {secret} is empty, not text, or has control characters"
+    ]
+    secret.write_text("Bearer abc\n", encoding="utf-8")
+    assert load_settings(write(tmp_path, target_with(f'token_file = "{secret}"')))
+
+
+def test_a_state_directory_must_be_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    text = MINIMAL + f'\n[state]\ndirectory = "{tmp_path / "file"}"\n'
+    assert problems(tmp_path, text) == [
+        f"state.directory: {tmp_path / 'file'} is not an existing directory"
+    ]
+    settings = load_settings(write(tmp_path, MINIMAL + f'\n[state]\ndirectory = "{tmp_path}"\n'))
+    assert settings.state.directory == tmp_path
+
+
+KEYS = [
+    "targets",
+    "main",
+    "poll",
+    "interval",
+    "timeout",
+    "url",
+    "token",
+    "per_page",
+    "state",
+    "directory",
+    "web",
+    "listen_address",
+    "metrics",
+    "max_cameras",
+    "max_rps",
+    "lookback",
+]
+SCALARS = st.one_of(
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.text(max_size=20),
+    st.sampled_from(["30s", "1h30m", "http://127.0.0.1:1", "9" * 500, ":9877"]),
+)
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return (
+            "nan"
+            if value != value
+            else ("inf" if value > 0 else "-inf")
+            if abs(value) == float("inf")
+            else repr(value)
+        )
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    assert isinstance(value, dict)
+    return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+
+
+DOCUMENTS = st.dictionaries(
+    st.sampled_from(KEYS) | st.text(min_size=1, max_size=5),
+    st.recursive(
+        SCALARS,
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=4)
+        ),
+        max_leaves=12,
+    ),
+    max_size=5,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(document=DOCUMENTS)
+def test_any_toml_document_is_settings_or_config_errors_never_an_exception(
+    tmp_path_factory: pytest.TempPathFactory, document: dict[str, object]
+) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "config.toml"
+    path.write_text("\n".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in document.items()))
+    try:
+        load_settings(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            key = problem.split(":", 1)[0]
+            assert key and ": " in problem, problem

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -24,7 +25,7 @@ async def serve() -> AsyncIterator[Serve]:
     """An app with /-/healthy and a slow /slow behind the guard, on a free port."""
     runners: list[web.AppRunner] = []
 
-    async def start(**limits: float) -> tuple[int, ConnectionGuard]:
+    async def start(**limits: Any) -> tuple[int, ConnectionGuard]:
         async def healthy(request: web.Request) -> web.Response:
             return web.Response(text="Healthy.\n")
 
@@ -57,8 +58,8 @@ async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
     return True
 
 
-async def get(port: int, path: str = "/-/healthy", timeout: float = 2.0) -> int:
-    client_timeout = aiohttp.ClientTimeout(total=timeout)
+async def get(port: int, path: str = "/-/healthy") -> int:
+    client_timeout = aiohttp.ClientTimeout(total=2.0)
     async with (
         aiohttp.ClientSession(timeout=client_timeout) as http,
         http.get(f"http://127.0.0.1:{port}{path}") as response,
