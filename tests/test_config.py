@@ -418,23 +418,6 @@ KEYS = [
     "max_rps",
     "lookback",
 ]
-    "targets",
-    "main",
-    "poll",
-    "interval",
-    "timeout",
-    "url",
-    "token",
-    "per_page",
-    "state",
-    "directory",
-    "web",
-    "listen_address",
-    "metrics",
-    "max_cameras",
-    "max_rps",
-    "lookback",
-]
 SCALARS = st.one_of(
     st.integers(min_value=-(10**30), max_value=10**30),
     st.floats(allow_nan=True, allow_infinity=True),
