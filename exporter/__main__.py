@@ -2,6 +2,6 @@
 
 import sys
 
-from exporter.cli import main
+from exporter.startup import main
 
 sys.exit(main())

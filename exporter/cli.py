@@ -14,7 +14,6 @@ import logging
 import re
 import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,18 +43,6 @@ log = logging.getLogger("exporter")
 DEMO_LISTEN = "127.0.0.1:9877"
 STOP_BUDGET = 1.8
 """Seconds a stop may take (polls cancelled, sessions closed, server shut): exit within 2 s."""
-_EARLY_STOP = threading.Event()
-"""Set by a SIGTERM/SIGINT that arrives before the event loop handles signals."""
-
-
-def _early_signal(signum: int, frame: object) -> None:
-    _EARLY_STOP.set()
-
-
-def install_early_signal_handlers() -> None:
-    """Until the event loop takes over, SIGTERM/SIGINT are remembered, not fatal."""
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _early_signal)
 
 
 def _add_common(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -124,7 +111,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    install_early_signal_handlers()
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "simulate":
@@ -149,8 +135,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"configuration error: {escape_terminal(problem)}", file=sys.stderr)
         return 2
-    if _EARLY_STOP.is_set():
-        return 0
     if args.command == "check":
         return asyncio.run(_check(settings))
     return asyncio.run(
@@ -171,8 +155,6 @@ def _stop_on_signals(stop: asyncio.Event, reload: Callable[[], object] | None = 
         loop.add_signal_handler(sig, on_stop)
     if reload is not None:
         loop.add_signal_handler(signal.SIGHUP, reload)
-    if _EARLY_STOP.is_set():  # a signal came while starting up
-        stop.set()
 
 
 async def serve(

@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from exporter import __version__
 from tests.exporter_harness import parse_metrics
@@ -211,3 +212,146 @@ async def test_check_leaves_no_session(tmp_path: Path, login_vms: RunningSimulat
     assert stats["sessions"] == []
     assert stats["session_closes"]["by_code"] == {"200": 3}
     assert list((tmp_path / "state").iterdir()) == []  # check keeps no state
+
+
+async def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return parse_metrics(await wait_for(f"http://127.0.0.1:{port}/metrics"))
+
+
+async def until(check: Any, what: str, deadline: float = DEADLINE) -> None:
+    """Wait for the async predicate ``check`` to hold; fail after ``deadline`` seconds."""
+    for _ in range(int(deadline * 10)):
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not within {deadline}s: {what}")
+
+
+def polls(samples: dict[Any, float], target: str) -> float:
+    return samples.get(
+        ("vms_exporter_polls_total", frozenset({("target", target), ("result", "success")})), 0.0
+    )
+
+
+async def test_sighup_and_post_reload_apply_a_valid_config_and_keep_the_old_on_error(
+    tmp_path: Path, simulator_url: str
+) -> None:
+    port = free_port()
+    path = config_file(tmp_path, simulator_url)
+    args = ("--config.file", str(path), "--web.listen-address", f"127.0.0.1:{port}")
+    second = (
+        f'[targets.second]\nurl = "{simulator_url}"\ntoken = "demo"\n'
+        'timezone = "Europe/Moscow"\nrequest_timeout = "2s"\n'
+    )
+    async with exporter_process(*args) as proc:
+        await wait_for(f"http://127.0.0.1:{port}/-/ready")
+        before = polls(await scrape(port), "main")
+        assert before >= 1
+
+        faster = (path.read_text() + second).replace('interval = "5s"', 'interval = "1s"')
+        path.write_text(faster.replace('"4s"', '"900ms"').replace('"2s"', '"800ms"'))
+        proc.send_signal(signal.SIGHUP)
+
+        async def second_polled() -> bool:
+            return polls(await scrape(port), "second") >= 1
+
+        await until(second_polled, "target second polled")
+        samples = await scrape(port)
+        assert polls(samples, "main") >= before  # counters of the kept target go on
+        interval = ("vms_exporter_poll_interval_seconds", frozenset({("target", "main")}))
+        assert samples[interval] == 1.0
+
+        path.write_text(path.read_text() + "\n[metrics]\nspeed = 1\n")
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"http://127.0.0.1:{port}/-/reload") as response,
+        ):
+            refused = (response.status, await response.text())
+        config_file(tmp_path, simulator_url)  # back to the first: target second removed
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"http://127.0.0.1:{port}/-/reload") as response,
+        ):
+            accepted = response.status
+        samples = await scrape(port)
+        code, elapsed, _, err = await stop(proc)
+    assert refused[0] == 500
+    assert "metrics.speed: unknown key" in refused[1], refused
+    assert accepted == 200
+    assert all(labels != frozenset({("target", "second")}) for _, labels in samples), "removed"
+    assert polls(samples, "main") >= before
+    assert "reload failed" in err
+    assert (code, elapsed < 2.0) == (0, True), err
+
+
+async def test_a_listen_address_change_is_logged_as_needing_a_restart(
+    tmp_path: Path, simulator_url: str
+) -> None:
+    port = free_port()
+    path = config_file(tmp_path, simulator_url, f'[web]\nlisten_address = "127.0.0.1:{port}"\n')
+    async with exporter_process("--config.file", str(path)) as proc:
+        await wait_for(f"http://127.0.0.1:{port}/-/ready")
+        path.write_text(path.read_text().replace(f"127.0.0.1:{port}", "127.0.0.1:1"))
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"http://127.0.0.1:{port}/-/reload") as response,
+        ):
+            assert response.status == 200
+        code, _, _, err = await stop(proc)
+    assert code == 0
+    assert "[web] changed; it takes effect only after a restart" in err
+
+
+@pytest.mark.parametrize("after", [0.25, 0.6, 1.0])
+async def test_sigterm_during_start_up_exits_0_within_2s(
+    tmp_path: Path, simulator_url: str, after: float
+) -> None:
+    path = config_file(tmp_path, simulator_url)
+    args = ("--config.file", str(path), "--web.listen-address", f"127.0.0.1:{free_port()}")
+    async with exporter_process(*args) as proc:
+        await asyncio.sleep(after)
+        code, elapsed, _, err = await stop(proc)
+    assert code == 0, err
+    assert elapsed < 2.0
+    assert "Traceback" not in err
+
+
+async def test_a_second_sigterm_or_a_sighup_while_stopping_still_exits_0_within_2s(
+    tmp_path: Path, login_vms: RunningSimulator
+) -> None:
+    port = free_port()
+    path = login_config(tmp_path, login_vms.url)
+    args = ("--config.file", str(path), "--web.listen-address", f"127.0.0.1:{port}")
+    async with exporter_process(*args) as proc:
+        await wait_for(f"http://127.0.0.1:{port}/-/ready")
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGHUP)
+        code, elapsed, _, err = await stop(proc, signal.SIGTERM)
+    assert code == 0, err
+    assert elapsed < 2.0
+    assert (await sim_stats(login_vms.url))["sessions"] == []
+
+
+async def test_check_escapes_what_the_vms_says(tmp_path: Path) -> None:
+    """A hostile VMS cannot forge lines or send escape sequences to the operator's terminal."""
+
+    async def hostile(request: web.Request) -> web.Response:
+        errors = {"from": ["bad\x1b[2J\x1b]0;pwned\x07\nmain: ok: 0 downloads\u2028\u202e"]}
+        return web.json_response({"message": "x", "errors": errors}, status=422)
+
+    app = web.Application()
+    app.router.add_get("/api/v1/users/downloads", hostile)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        code, out, _ = await run("check", "--config.file", str(config_file(tmp_path, url)))
+    finally:
+        await runner.cleanup()
+    assert code == 1
+    assert out.count("\n") == 1, out
+    assert out.startswith("main: FAILED (validation_error)")
+    assert "\x1b" not in out and "\x07" not in out and "\u2028" not in out and "\u202e" not in out
+    assert "bad\\x1b[2J\\x1b]0;pwned\\x07\\nmain: ok" in out
