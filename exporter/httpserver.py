@@ -10,8 +10,9 @@
   neither keep ``/-/healthy`` or ``/metrics`` from answering nor exhaust the
   descriptors that polls need.
 - At most ``MAX_ACTIVE_REQUESTS`` requests are handled at once (``/-/healthy``
-  is never held back): a storm of scrapes waits in line instead of crowding
-  the polls out of the event loop.
+  is never held back), and ``/metrics`` is rendered (and compressed) at most
+  once per ``CACHE_MAX_AGE`` per kind of answer (:class:`ExpositionCache`): a
+  storm of scrapes costs the event loop next to nothing, so polls go on.
 - Malformed requests and dropped clients are logged at debug; an unexpected
   handler error with its traceback at most once a minute.
 """
@@ -19,12 +20,13 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
 import resource
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from aiohttp import web
@@ -42,6 +44,13 @@ FD_RESERVE = 64
 MAX_ACTIVE_REQUESTS = 4
 ERROR_LOG_INTERVAL = 60.0
 ALWAYS_ANSWERED = frozenset({"/-/healthy"})
+CACHE_MAX_AGE = 1.0
+CACHE_MAX_KINDS = 16
+"""Distinct (Accept, encoding, query) answers kept; more (a client varying them) start over."""
+CACHED_PATHS = frozenset({"/metrics"})
+EXPOSITION_VERSION: web.AppKey[Callable[[], object]] = web.AppKey("exposition_version")
+"""Set by the app: a number that changes whenever the data behind /metrics does (a poll
+ended); a cached answer is used only while it is unchanged. Without it nothing is cached."""
 
 
 def connection_cap(fd_limit: int | None = None) -> int:
@@ -225,6 +234,49 @@ class ConnectionGuard:
                 connection.request_finished()
 
 
+class ExpositionCache:
+    """Scrapes within ``max_age`` of one another share one rendered, compressed answer.
+
+    The data changes only when a poll ends, so an answer up to ``max_age`` old
+    is as good as a fresh one; concurrent scrapes of one kind wait for a single
+    render instead of each rendering. Innermost middleware: authentication
+    (added by ``create_app``) runs before it.
+    """
+
+    def __init__(self, max_age: float = CACHE_MAX_AGE) -> None:
+        self._max_age = max_age
+        self._entries: dict[
+            tuple[str, str, str, bool], tuple[float, object, bytes, dict[str, str]]
+        ] = {}
+        self._locks: dict[tuple[str, str, str, bool], asyncio.Lock] = {}
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        version = request.app.get(EXPOSITION_VERSION)
+        if request.method != "GET" or request.path not in CACHED_PATHS or version is None:
+            return await handler(request)
+        gzip_ok = "gzip" in request.headers.get("Accept-Encoding", "").lower()
+        key = (request.path, request.query_string, request.headers.get("Accept", ""), gzip_ok)
+        if key not in self._locks and len(self._locks) >= CACHE_MAX_KINDS:
+            self._locks.clear()
+            self._entries.clear()
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            entry = self._entries.get(key)
+            now, current = time.monotonic(), version()
+            if entry is None or now - entry[0] > self._max_age or entry[1] != current:
+                response = await handler(request)
+                if not isinstance(response, web.Response) or response.status != 200:
+                    return response
+                body = response.body if isinstance(response.body, bytes) else b""
+                headers = {"Content-Type": response.headers.get("Content-Type", "text/plain")}
+                if gzip_ok:
+                    body = gzip.compress(body, compresslevel=6)
+                    headers["Content-Encoding"] = "gzip"
+                entry = (now, current, body, headers)
+                self._entries[key] = entry
+        return web.Response(body=entry[2], headers={**entry[3], "Vary": "Accept-Encoding"})
+
+
 class GuardedSite(web.TCPSite):
     """A TCPSite whose connections go through a :class:`ConnectionGuard`."""
 
@@ -276,6 +328,7 @@ async def start_guarded(
     )
     guard = ConnectionGuard(max_connections=max_connections, header_timeout=header_timeout)
     app.middlewares.insert(0, guard.middleware)  # outermost: it sees every request
+    app.middlewares.append(ExpositionCache().middleware)  # innermost: after authentication
     await runner.setup()
     guard.server = runner.server
     site = GuardedSite(runner, guard, host, port, ssl_context)

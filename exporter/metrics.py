@@ -111,6 +111,8 @@ class ExporterMetrics:
         self.max_staleness = max_staleness
         self._clock = clock
         self._windows: dict[str, _TargetWindow] = {}
+        self.version = 0
+        """Changes whenever a poll ends or targets change (what /metrics caching keys on)."""
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         if process_metrics:
@@ -219,6 +221,7 @@ class ExporterMetrics:
 
     def add_target(self, target: str, lookback: float, interval: float) -> None:
         """Create every label set of the target at 0, so increase() sees the first event."""
+        self.version += 1
         self._windows[target] = _TargetWindow()
         for stream_type in STREAM_TYPES:
             self.created.labels(target, stream_type)
@@ -240,6 +243,7 @@ class ExporterMetrics:
 
     def remove_target(self, target: str) -> None:
         """Drop every series of a target that left the configuration (a reload)."""
+        self.version += 1
         self._windows.pop(target, None)
         for metric in (
             self.created,
@@ -262,6 +266,10 @@ class ExporterMetrics:
     def set_poll_settings(self, target: str, lookback: float, interval: float) -> None:
         self.lookback.labels(target).set(lookback)
         self.interval.labels(target).set(interval)
+
+    def exposition_version(self) -> tuple[int, tuple[str, ...]]:
+        """Equal while /metrics would show the same data: no poll ended, nothing went stale."""
+        return self.version, tuple(name for name, _ in self.fresh_snapshots())
 
     def fresh_snapshots(self) -> Iterator[tuple[str, Snapshot]]:
         """Snapshots whose last successful poll is within ``max_staleness``."""
@@ -287,6 +295,7 @@ class ExporterMetrics:
         reported_total: int,
         invalid: dict[str, int],
     ) -> None:
+        self.version += 1
         window = self._windows[target]
         window.snapshot = snapshot
         window.last_success = finished_at
@@ -312,6 +321,7 @@ class ExporterMetrics:
 
     def poll_failed(self, target: str, *, result: str, duration: float) -> None:
         """Window gauges keep their last values until they go stale."""
+        self.version += 1
         self.up.labels(target).set(0)
         self.polls.labels(target, result).inc()
         self.poll_duration.labels(target).observe(duration)

@@ -13,7 +13,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from exporter import __version__, runbook
-from exporter.httpserver import start_guarded
+from exporter.httpserver import EXPOSITION_VERSION, start_guarded
 from exporter.metrics import ExporterMetrics
 from exporter.poller import TargetPoller
 from exporter.webauth import security_middleware
@@ -37,6 +37,7 @@ def create_app(
     ``pollers`` is read on every request, so a reload that changes it shows at once.
     """
     app = web.Application(middlewares=[security_middleware(web_config)] if web_config else [])
+    app[EXPOSITION_VERSION] = metrics.exposition_version  # /metrics answers shared until it changes
     # prometheus-client's handler: content negotiation (OpenMetrics) and aiohttp's gzip.
     app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
     app.router.add_get("/-/healthy", _healthy)

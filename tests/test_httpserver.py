@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from exporter.httpserver import ConnectionGuard, connection_cap, start_guarded
+from tests.exporter_harness import exporter_on_simulator
 from tests.processes import exporter_process, free_port, stop, wait_for
 from vms_simulator import SimulatorConfig, start_simulator
 
@@ -168,6 +169,34 @@ async def test_the_exporter_keeps_answering_with_its_descriptors_held(tmp_path: 
     assert 'vms_exporter_polls_total{result="connection_error",target="main"} 0.0' in metrics
     assert "Too many open files" not in err
     assert "Traceback" not in err
+
+
+async def test_a_storm_of_scrapes_never_makes_a_poll_time_out() -> None:
+    sim = SimulatorConfig(downloads=3000, seed=5, arrival_interval=0, cameras=400)
+    async with exporter_on_simulator(
+        sim, poll={"timeout": 3}, metrics={"per_camera": True}, per_page=100, concurrency=2
+    ) as h:
+        assert (await h.poller.poll_once()).result == "success"  # a big exposition to render
+        await h.sim_faults(latency=0.05)
+        scraped = 0
+
+        async def scraper() -> None:
+            nonlocal scraped
+            while True:  # raw reads: parsing here would load the loop the test shares
+                async with h.session.get(h.url + "/metrics") as response:
+                    assert response.status == 200
+                    await response.read()
+                scraped += 1
+
+        storm = [asyncio.create_task(scraper()) for _ in range(40)]
+        try:
+            outcome = await h.poller.poll_once()
+        finally:
+            for task in storm:
+                task.cancel()
+            await asyncio.gather(*storm, return_exceptions=True)
+    assert outcome.result == "success", outcome.error
+    assert scraped > 40  # the scrapes were answered meanwhile, not just queued
 
 
 def test_the_cap_stays_below_the_descriptor_limit() -> None:
