@@ -1,9 +1,10 @@
 """The running exporter: one poll task per target, and reloading the configuration.
 
 A reload (SIGHUP or ``POST /-/reload``) re-validates the configuration and
-re-reads the web configuration file; an invalid one changes nothing. A valid one adds and removes targets and applies
-poll and metrics settings; a target whose identity (name, URL, path) stayed
-keeps its remembered records and counters.
+re-reads the web configuration file; an invalid one changes nothing. A valid
+one adds and removes targets and applies poll and metrics settings; a target
+whose identity (name, URL, path) stayed keeps its remembered records and
+counters.
 """
 
 from __future__ import annotations
