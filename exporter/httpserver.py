@@ -288,7 +288,11 @@ class GuardedSite(web.TCPSite):
         port: int,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(runner, host, port, ssl_context=ssl_context)
+        # asyncio accepts up to ``backlog`` connections in one go before the evicted
+        # ones are closed (on the next loop iteration): a quarter of the cap keeps
+        # the descriptors in use below 1.5 x the cap, well under the fd limit.
+        backlog = max(8, guard.max_connections // 4)
+        super().__init__(runner, host, port, ssl_context=ssl_context, backlog=backlog)
         self._guard = guard
 
     async def start(self) -> None:
