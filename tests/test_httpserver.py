@@ -152,6 +152,7 @@ async def test_the_exporter_keeps_answering_with_its_descriptors_held(tmp_path: 
         args = ("--config.file", str(path), "--web.listen-address", f"127.0.0.1:{port}")
         async with exporter_process(*args, fd_limit=128) as proc:
             await wait_for(f"http://127.0.0.1:{port}/-/ready")
+
             async def attack() -> asyncio.StreamWriter:
                 async with asyncio.timeout(5):  # a full listen queue drops connects for a while
                     _, writer = await asyncio.open_connection("127.0.0.1", port)

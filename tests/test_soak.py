@@ -109,6 +109,11 @@ async def test_soak_in_login_mode_with_restarts_stays_flat(tmp_path: Path) -> No
                 assert code == 0, err
                 assert "Traceback" not in err
             settled = len(rss) // 3  # after warm-up: caches, first logins, imports
+            print(  # the figures, with pytest -s
+                f"soak run {run} ({sig.name}): {polled:.0f} polls, RSS "
+                f"{rss[settled] / 2**20:.1f} -> max {max(rss[settled:]) / 2**20:.1f} MiB, "
+                f"fds {min(fds[settled:]):.0f}..{max(fds[settled:]):.0f}"
+            )
             assert max(rss[settled:]) - rss[settled] < 8 * 2**20, (run, rss)
             assert max(fds[settled:]) - min(fds[settled:]) <= 8, (run, fds)
             assert await sessions() <= 1
