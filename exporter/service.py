@@ -118,7 +118,11 @@ class Service:
                         extra={"problems": problems},
                     )
                     return problems
-            await self._apply(new)
+            try:
+                await self._apply(new)
+            except Exception as exc:  # a bug of ours: say so, keep running what runs
+                log.error("reload failed unexpectedly (please report it)", exc_info=exc)
+                return [f"reload failed unexpectedly: {type(exc).__name__}"]
             return []
 
     async def _apply(self, new: Settings) -> None:
