@@ -37,7 +37,7 @@ from exporter.vms.auth import (
     StaleSessionId,
     StaticToken,
 )
-from exporter.vms.decode import Page, decode_page_steps
+from exporter.vms.decode import Page, as_count, decode_page_steps
 from exporter.vms.errors import (
     ConnectionFailed,
     HttpError,
@@ -200,7 +200,7 @@ def _validation_reasons(body: bytes | bytearray) -> str:
     return ", ".join(parts)[:500]
 
 
-def _login_answer(body: bytes) -> LoginAnswer:
+def _login_answer(body: bytes | bytearray) -> LoginAnswer:
     try:
         decoded = json.loads(body)
         token = decoded["access_token"]
@@ -209,11 +209,11 @@ def _login_answer(body: bytes) -> LoginAnswer:
     if not isinstance(token, str) or not strip_bearer(token):
         raise InvalidResponse("login answer has no access_token")
     user = decoded.get("user")
-    session = _as_count(user.get("access_token_id")) if isinstance(user, dict) else None
+    session = as_count(user.get("access_token_id")) if isinstance(user, dict) else None
     return LoginAnswer(strip_bearer(token), session)
 
 
-def _offered_session(body: bytes) -> int | None:
+def _offered_session(body: bytes | bytearray) -> int | None:
     """The session a 419 names for a new login to end (shape undocumented: a few tried)."""
     try:
         decoded = json.loads(body)
@@ -222,13 +222,13 @@ def _offered_session(body: bytes) -> int | None:
     if not isinstance(decoded, dict):
         return None
     for key in ("session_id", "access_token_id"):
-        found = _as_count(decoded.get(key))
+        found = as_count(decoded.get(key))
         if found is not None:
             return found
     return None
 
 
-def _names_field(body: bytes, name: str) -> bool:
+def _names_field(body: bytes | bytearray, name: str) -> bool:
     """Whether a 422 body's ``errors`` name ``name``."""
     try:
         errors = json.loads(body).get("errors")
