@@ -245,23 +245,9 @@ class ExporterMetrics:
         """Drop every series of a target that left the configuration (a reload)."""
         self.version += 1
         self._windows.pop(target, None)
-        for metric in (
-            self.created,
-            self.finished,
-            self.file_removed,
-            self.aged_out,
-            self.export_duration,
-            self.up,
-            self.last_success,
-            self.poll_duration,
-            self.polls,
-            self.api_requests,
-            self.reported_items,
-            self.items_invalid,
-            self.lookback,
-            self.interval,
-        ):
-            metric.remove_by_labels({"target": target})
+        for metric in vars(self).values():
+            if isinstance(metric, Counter | Gauge | Histogram) and "target" in metric._labelnames:
+                metric.remove_by_labels({"target": target})
 
     def set_poll_settings(self, target: str, lookback: float, interval: float) -> None:
         self.lookback.labels(target).set(lookback)

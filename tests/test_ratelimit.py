@@ -30,7 +30,9 @@ async def recording_vms() -> AsyncIterator[tuple[str, list[float]]]:
         arrivals.append(time.monotonic())
         await asyncio.sleep(rng.uniform(0, 0.15))  # jitter: answers overlap unevenly
         number = int(request.query["page"])
-        body = page([item(number, created=T0 - number)], page_no=number, last_page=PAGES)
+        body = page(
+            [item(number, created=T0 - number)], page_no=number, last_page=PAGES, per_page=1
+        )
         body["meta"]["total"] = PAGES
         return web.json_response(body)
 

@@ -65,7 +65,13 @@ async def test_a_reload_keeps_same_identity_targets_and_swaps_the_rest(
     assert [p.name for p in service.pollers] == ["a", "c"]
     assert service.pollers[0] is a and a._memory is memory and a.target.per_page == 7
     assert counted(metrics, "a") == 1
-    assert counted(metrics, "b") == -1  # its series are gone
+    assert counted(metrics, "b") == -1  # its series are gone, every one of them
+    assert not [
+        sample.name
+        for family in metrics.registry.collect()
+        for sample in family.samples
+        if sample.labels.get("target") == "b"
+    ]
     outcome = await a.poll_once()
     assert outcome.result == "success" and counted(metrics, "a") == 2
 
