@@ -127,7 +127,17 @@ def format_duration(seconds: float) -> str:
     return "".join(parts)
 
 
+def parse_duration_or_zero(value: object) -> float:
+    """A duration where ``0``/``"0s"`` is allowed and means "off"."""
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        text = str(value).strip()
+        if text in ("0", "0.0") or re.fullmatch(r"0+(?:\.0+)?(ms|s|m|h|d|w)", text):
+            return 0.0
+    return parse_duration(value)
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+DurationOrZero = Annotated[float, BeforeValidator(parse_duration_or_zero)]
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB)?")
 _UNIT_BYTES = {
@@ -185,6 +195,8 @@ class PollSettings(_Section):
     lookback: Duration = 86400.0
     timeout: Duration = 45.0
     max_staleness: Duration = 600.0
+    full_resync: DurationOrZero = 600.0
+    """Incremental polling: a full re-scan at least this often; 0 = every poll is full."""
 
 
 class StateSettings(_Section):
@@ -375,6 +387,11 @@ class Settings(BaseSettings):
             problems.append(
                 f"poll.interval: must not exceed poll.lookback "
                 f"({format_duration(poll.interval)} > {format_duration(poll.lookback)})"
+            )
+        if poll.full_resync and poll.full_resync < poll.interval:
+            problems.append(
+                f"poll.full_resync: must be 0s (every poll full) or at least poll.interval "
+                f"({format_duration(poll.full_resync)} < {format_duration(poll.interval)})"
             )
         if problems:
             raise ConfigError(problems)

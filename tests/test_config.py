@@ -103,6 +103,7 @@ def test_defaults_from_a_minimal_file(tmp_path: Path) -> None:
     assert settings.web.listen_address == ":9877"
     assert (settings.poll.interval, settings.poll.lookback) == (60, 86400)
     assert (settings.poll.timeout, settings.poll.max_staleness) == (45, 600)
+    assert settings.poll.full_resync == 600
     target = settings.targets["main"]
     assert target.url == "https://vms.local"
     assert target.path == "/api/v1/users/downloads"
@@ -114,6 +115,13 @@ def test_defaults_from_a_minimal_file(tmp_path: Path) -> None:
     )
     assert target.tls_verify is True
     assert (target.max_response_size, target.max_downloads) == (16 * 2**20, 1_000_000)
+
+
+@pytest.mark.parametrize("text", ["0s", "0", "0m", 0])
+def test_full_resync_zero_means_every_poll_is_full(tmp_path: Path, text: object) -> None:
+    value = repr(text) if isinstance(text, str) else str(text)
+    settings = load_settings(write(tmp_path, MINIMAL + f"\n[poll]\nfull_resync = {value}\n"))
+    assert settings.poll.full_resync == 0
 
 
 def test_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -246,6 +254,8 @@ def test_shorthand_mixed_with_file_targets_is_an_error(
         (MINIMAL + "\n[metrics]\nmax_cameras = 0\n", "metrics.max_cameras"),
         (MINIMAL + "\n[poll]\nlookback = '200000w'\n", "poll.lookback: duration must not"),
         (MINIMAL + "\n[poll]\nmax_staleness = 'nan'\n", "poll.max_staleness: duration"),
+        (MINIMAL + "\n[poll]\nfull_resync = '-1m'\n", "poll.full_resync: invalid duration"),
+        (MINIMAL + "\n[poll]\nfull_resync = '30s'\n", "poll.full_resync: must be 0s"),
         (
             target_with('token = "x"\nmax_rps = inf'),
             "targets.main.max_rps",
