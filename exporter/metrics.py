@@ -34,6 +34,8 @@ COMMON_CODES = ("200", "401", "422", "429", "500", "502", "503", "504", "error")
 FILE_REMOVED_AGE_BUCKETS = tuple(hours * 3600 for hours in (1, 2, 6, 12, 24, 48, 72, 168, 336, 720))
 """1 h to 30 d: the retention periods a VMS is likely to use for exported files."""
 POLL_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
+POLL_REQUESTS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+POLL_MODES = ("full", "incremental")
 
 
 @dataclass(slots=True)
@@ -187,6 +189,14 @@ class ExporterMetrics:
             ["target", "code"],
             registry=r,
         )
+        self.poll_requests = Histogram(
+            "vms_exporter_poll_api_requests",
+            "HTTP requests to the VMS made by each successful poll, by mode: full (the whole "
+            "window) or incremental (only the slices that can have changed)",
+            ["target", "mode"],
+            buckets=POLL_REQUESTS_BUCKETS,
+            registry=r,
+        )
         self.reported_items = Gauge(
             "vms_exporter_api_reported_items",
             "meta.total the VMS reported for the last poll's query (paging cross-check)",
@@ -233,6 +243,8 @@ class ExporterMetrics:
         self.aged_out.labels(target)
         self.up.labels(target).set(0)
         self.poll_duration.labels(target)
+        for mode in POLL_MODES:
+            self.poll_requests.labels(target, mode)
         for result in POLL_RESULTS:
             self.polls.labels(target, result)
         for code in COMMON_CODES:
@@ -280,6 +292,8 @@ class ExporterMetrics:
         finished_at: float,
         reported_total: int,
         invalid: dict[str, int],
+        mode: str = "full",
+        requests: int = 0,
     ) -> None:
         self.version += 1
         window = self._windows[target]
@@ -304,6 +318,7 @@ class ExporterMetrics:
         self.last_success.labels(target).set(finished_at)
         self.polls.labels(target, "success").inc()
         self.poll_duration.labels(target).observe(duration)
+        self.poll_requests.labels(target, mode).observe(requests)
 
     def poll_failed(self, target: str, *, result: str, duration: float) -> None:
         """Window gauges keep their last values until they go stale."""

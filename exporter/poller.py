@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
+from exporter import slices
 from exporter.config import Settings, TargetSettings
 from exporter.core import (
     Memory,
@@ -22,10 +24,31 @@ from exporter.metrics import ExporterMetrics
 from exporter.state import StateDirectory
 from exporter.vms.client import VmsClient, Window, WindowResult
 from exporter.vms.errors import InvalidResponse, LimitExceeded, PollError, PollTimeout
+from exporter.vms.models import Download
 
 log = logging.getLogger(__name__)
 
 TIMEZONE_TOLERANCE = 60.0
+
+
+class WindowSource(Protocol):
+    """What polling needs of the VMS: every page of one window (or of one slice of it)."""
+
+    async def fetch_window(
+        self,
+        window: Window,
+        known: Mapping[str, Download] | None = None,
+        *,
+        new_poll: bool = True,
+    ) -> WindowResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    result: WindowResult
+    mode: str
+    """``full`` or ``incremental``."""
+    slices: slices.SliceMemory | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +62,7 @@ class PollOutcome:
     downloads: int = 0
     pages: int = 0
     status_counts: dict[str, int] | None = None
+    mode: str = "full"
 
 
 class TargetPoller:
@@ -53,6 +77,7 @@ class TargetPoller:
         *,
         clock: Callable[[], float] = time.time,
         state: StateDirectory | None = None,
+        source: WindowSource | None = None,
     ) -> None:
         self.name = name
         self.target = target
@@ -63,28 +88,34 @@ class TargetPoller:
         self._clock = clock
         self._state = state
         self._memory: Memory | None = None
+        self._slices: slices.SliceMemory | None = None
+        self._requests = 0
         self._last_result: str | None = None
         self._reported_reasons: set[str] = set()
         self._reported_bugs: set[type[BaseException]] = set()
         self._newest_created: float | None = None
         self.last: PollOutcome | None = None
         self.last_success: PollOutcome | None = None
-        self.client = VmsClient(
-            name, target, on_response=lambda code: metrics.api_response(name, code), state=state
-        )
+        self.client = VmsClient(name, target, on_response=self._count_request, state=state)
+        self._source: WindowSource = self.client if source is None else source
         metrics.add_target(name, self._poll.lookback, self._poll.interval)
+
+    def _count_request(self, code: str) -> None:
+        self._requests += 1
+        self._metrics.api_response(self.name, code)
 
     async def poll_once(self) -> PollOutcome:
         """One whole poll within ``poll.timeout``; only cancellation escapes it."""
         started = self._clock()
         began = time.monotonic()
+        self._requests = 0
         try:
             window = Window.at(
                 datetime.fromtimestamp(started, UTC), self._poll.lookback, self.target.timezone
             )
             async with asyncio.timeout(self._poll.timeout):
-                known = self._memory.records if self._memory is not None else None
-                result = await self.client.fetch_window(window, known)
+                fetched = await self._fetch(window, started)
+                result = fetched.result
                 finished = self._clock()
                 reconciled = await run_steps_pausing(
                     reconcile_steps(
@@ -112,7 +143,7 @@ class TargetPoller:
                     f"records, more than max_downloads={self.target.max_downloads}; "
                     "raise max_downloads or shorten lookback"
                 )
-            return self._succeeded(result, reconciled, snapshot, finished, began)
+            return self._succeeded(fetched, reconciled, snapshot, finished, began)
         except TimeoutError:
             return self._failed(
                 PollTimeout(f"the poll did not finish within poll.timeout={self._poll.timeout:g}s"),
@@ -128,16 +159,52 @@ class TargetPoller:
             self._reported_bugs.add(type(exc))
             return self._failed(error, began, traceback=exc if first_time else None)
 
+    async def _fetch(self, window: Window, started: float) -> _Fetched:
+        """The whole window, or with ``poll.full_resync`` only the slices that can have changed."""
+        known = self._memory.records if self._memory is not None else None
+        if not self._poll.full_resync:
+            return _Fetched(await self._source.fetch_window(window, known), "full", None)
+        chosen = slices.plan(
+            window,
+            started=started,
+            timezone=self.target.timezone,
+            memory=self._slices,
+            records=known or {},
+            full_resync=self._poll.full_resync,
+            interval=self._poll.interval,
+        )
+        # One query after the other: each reads its pages ``concurrency`` at a time already, and
+        # queued requests would eat into their request_timeout. A VMS that is down costs one
+        # query's retries, as a full poll does.
+        results = []
+        for number, piece in enumerate(chosen.queries()):
+            results.append(
+                await self._source.fetch_window(piece.window(window), known, new_poll=number == 0)
+            )
+        merged = slices.merge(
+            chosen,
+            window,
+            started=started,
+            timezone=self.target.timezone,
+            memory=self._slices,
+            records=known or {},
+            results=results,
+        )
+        result = WindowResult(merged.downloads, merged.reported_total, merged.pages, merged.invalid)
+        return _Fetched(result, "full" if chosen.full else "incremental", merged.memory)
+
     def _succeeded(
         self,
-        result: WindowResult,
+        fetched: _Fetched,
         reconciled: Reconciled,
         snapshot: Snapshot,
         finished: float,
         began: float,
     ) -> PollOutcome:
+        result = fetched.result
         duration = time.monotonic() - began
         self._memory = reconciled.memory
+        self._slices = fetched.slices
         self._newest_created = snapshot.newest_created
         self._metrics.poll_succeeded(
             self.name,
@@ -147,6 +214,8 @@ class TargetPoller:
             finished_at=finished,
             reported_total=result.reported_total,
             invalid=dict(result.invalid),
+            mode=fetched.mode,
+            requests=self._requests,
         )
         new_reasons = set(result.invalid) - self._reported_reasons
         if new_reasons:  # once per reason: the counter tells how often since
@@ -167,11 +236,20 @@ class TargetPoller:
                 "target": self.name,
                 "downloads": snapshot.size,
                 "pages": result.pages,
+                "mode": fetched.mode,
+                "requests": self._requests,
                 "duration_seconds": round(duration, 3),
             },
         )
         self.last = self.last_success = PollOutcome(
-            "success", finished, duration, None, snapshot.size, result.pages, status_counts
+            "success",
+            finished,
+            duration,
+            None,
+            snapshot.size,
+            result.pages,
+            status_counts,
+            fetched.mode,
         )
         return self.last
 

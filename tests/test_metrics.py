@@ -46,6 +46,8 @@ def test_every_label_set_exists_from_the_start() -> None:
     assert value(samples, "vms_exporter_poll_interval_seconds", target="a") == 60
     for code in ("200", "401", "429", "500", "error"):
         assert value(samples, "vms_exporter_api_requests_total", target="a", code=code) == 0
+    for mode in ("full", "incremental"):
+        assert value(samples, "vms_exporter_poll_api_requests_count", target="a", mode=mode) == 0
     assert (
         value(
             samples,

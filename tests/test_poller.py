@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from exporter.config import PollSettings, Settings, TargetSettings
 from exporter.metrics import ExporterMetrics
 from exporter.poller import TargetPoller
-from exporter.vms.client import VmsClient, Window, WindowResult
+from exporter.vms.client import Window, WindowResult
 from exporter.vms.models import Download
 from tests.builders import T0, item, page, rec
 
@@ -44,7 +44,11 @@ class FakeClient:
         self.calls = 0
 
     async def fetch_window(
-        self, window: Window, known: Mapping[str, Download] | None = None
+        self,
+        window: Window,
+        known: Mapping[str, Download] | None = None,
+        *,
+        new_poll: bool = True,
     ) -> WindowResult:
         self.calls += 1
         self.running += 1
@@ -69,8 +73,9 @@ class FakeClient:
 
 
 def make_poller(
-    fake: FakeClient, max_downloads: int = 1000, **poll: float
+    fake: FakeClient | None, max_downloads: int = 1000, **poll: float
 ) -> tuple[TargetPoller, ExporterMetrics]:
+    """A poller of target ``t`` reading from ``fake``, or with None from its own VmsClient."""
     settings = Settings(
         poll=PollSettings(**{"interval": 60, "timeout": 10, **poll}),
         targets={
@@ -83,8 +88,9 @@ def make_poller(
         },
     )
     metrics = ExporterMetrics(process_metrics=False)
-    poller = TargetPoller("t", settings.targets["t"], settings, metrics, clock=lambda: T0)
-    poller.client = fake  # type: ignore[assignment]
+    poller = TargetPoller(
+        "t", settings.targets["t"], settings, metrics, clock=lambda: T0, source=fake
+    )
     return poller, metrics
 
 
@@ -116,8 +122,7 @@ async def test_unexpected_error_is_one_failed_poll_and_polling_goes_on(
 async def test_a_poll_that_fails_midway_changes_nothing() -> None:
     """Page 1 read, page 2 refused: no event, no memory change; the next success counts once."""
     pattern = re.compile(r"^http://127\.0\.0\.1:9/api/v1/users/downloads\?.*$")
-    poller, metrics = make_poller(FakeClient())
-    poller.client = VmsClient("t", poller.target)
+    poller, metrics = make_poller(None, full_resync=0)
     created = T0 - 600
     first = [item(1, created=created), item(2, created=created)]
     done = [item(1, "completed", created=created, updated=T0 - 1), item(2, created=created)]
@@ -172,7 +177,7 @@ async def test_a_poll_that_overran_its_deadline_while_busy_is_a_timeout() -> Non
 
 async def test_remembered_records_never_exceed_max_downloads() -> None:
     """A VMS inventing new ids every poll: records held grow, up to max_downloads, no more."""
-    poller, metrics = make_poller(FakeClient(fresh=40), max_downloads=100)
+    poller, metrics = make_poller(FakeClient(fresh=40), max_downloads=100, full_resync=0)
     results = [(await poller.poll_once()) for _ in range(4)]
     assert [r.result for r in results] == ["success", "success", "limit_exceeded", "limit_exceeded"]
     assert "more than max_downloads=100" in (results[2].error or "")
@@ -181,7 +186,7 @@ async def test_remembered_records_never_exceed_max_downloads() -> None:
 
 async def test_polls_never_overlap_and_stop_promptly() -> None:
     fake = FakeClient(delay=0.05)
-    poller, _ = make_poller(fake, interval=0.1, timeout=0.09, lookback=3600)
+    poller, _ = make_poller(fake, interval=0.1, timeout=0.09, lookback=3600, full_resync=0)
     stop = asyncio.Event()
     task = asyncio.create_task(poller.run(stop))
     await asyncio.sleep(0.5)
@@ -195,7 +200,7 @@ async def test_polls_never_overlap_and_stop_promptly() -> None:
 
 async def test_first_delay_staggers_the_start() -> None:
     fake = FakeClient()
-    poller, _ = make_poller(fake)
+    poller, _ = make_poller(fake, full_resync=0)
     stop = asyncio.Event()
     task = asyncio.create_task(poller.run(stop, first_delay=0.3))
     await asyncio.sleep(0.1)

@@ -341,9 +341,15 @@ class VmsClient:
             self._session = None
 
     async def fetch_window(
-        self, window: Window, known: Mapping[str, Download] | None = None
+        self,
+        window: Window,
+        known: Mapping[str, Download] | None = None,
+        *,
+        new_poll: bool = True,
     ) -> WindowResult:
         """Every page of ``window``: page 1 first, then the rest by ``concurrency`` workers.
+
+        ``new_poll=False`` for the further slices of one poll, which still logs in at most once.
 
         ``known`` are the records remembered from earlier polls: an unchanged item
         comes back as that very record, so a poll does not hold two copies of each.
@@ -353,7 +359,8 @@ class VmsClient:
         are read again (at most :data:`MAX_REREAD_ROUNDS` times), so that one
         poll's counts are complete.
         """
-        self._credentials.begin_poll()
+        if new_poll:
+            self._credentials.begin_poll()
         collector = _Collector(window, self._target.max_downloads, known or {})
         first = await self._read_page(1, window)
         collector.add(first)
