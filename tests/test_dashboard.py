@@ -305,7 +305,7 @@ def test_every_contract_metric_is_on_the_dashboard(
     used = {
         name.removesuffix(suffix)
         for name in used_metric_names(dashboard, rules=[])
-        for suffix in ("_bucket", "")
+        for suffix in ("_bucket", "_sum", "_count", "")
         if name.endswith(suffix)
     }
     missing = set(contract) - used - NOT_ON_DASHBOARD
