@@ -38,7 +38,7 @@ async def child(url: str, targets: int, interval: float, duration: float) -> Non
     timeout = min(TIMEOUT, interval * 0.75)
     settings = Settings(
         web=WebSettings(listen_address="127.0.0.1:0"),
-        poll=PollSettings(interval=interval, timeout=timeout),
+        poll=PollSettings(interval=interval, timeout=timeout, full_resync=0),  # full polls
         targets={
             f"t{i:03d}": TargetSettings(
                 url=f"{url}/t{i:03d}",

@@ -122,7 +122,8 @@ async def exporter(url: str, concurrency: int, per_page: int, polls: int) -> dic
         request_timeout=60,
         max_pages=100_000,
     )
-    settings = Settings(poll=PollSettings(interval=900, timeout=600), targets={"bench": target})
+    poll = PollSettings(interval=900, timeout=600, full_resync=0)  # whole polls, every time
+    settings = Settings(poll=poll, targets={"bench": target})
     metrics = ExporterMetrics()
     poller = TargetPoller("bench", target, settings, metrics)
     runner, addresses = await start_server(create_app(metrics, [poller]), "127.0.0.1", 0)

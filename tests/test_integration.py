@@ -13,10 +13,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client import generate_latest
 from pydantic import SecretStr
 
 from exporter.cli import serve
 from exporter.config import PollSettings, Settings, TargetSettings, WebSettings
+from exporter.metrics import ExporterMetrics
+from exporter.poller import TargetPoller
 from exporter.vms.client import Window
 from tests.exporter_harness import Samples, exporter_on_simulator, parse_metrics, value
 from tests.promql_names import exposition_metric_names, unknown_metric_names, used_metric_names
@@ -384,3 +387,68 @@ async def _eventually(probe: Callable[[], Any], deadline: float = 10.0) -> Any:
             return result
         await asyncio.sleep(0.05)
     raise AssertionError(f"not within {deadline}s")
+
+
+async def test_incremental_polls_of_a_living_simulator_match_full_polls_at_fewer_requests() -> None:
+    """Same simulator, same clock: an incremental poller and one that always polls in full."""
+    sim = SimulatorConfig(downloads=1500, seed=11, arrival_interval=20, stuck_ratio=0.004)
+    async with exporter_on_simulator(sim, poll={"full_resync": 300}) as h:
+        settings = Settings(
+            poll=PollSettings(interval=60, timeout=10, full_resync=0),
+            targets={"main": h.poller.target},
+        )
+        full_metrics = ExporterMetrics(clock=h.clock, process_metrics=False)
+        full = TargetPoller("main", h.poller.target, settings, full_metrics, clock=h.clock)
+
+        def events(m: ExporterMetrics) -> Samples:
+            text = generate_latest(m.registry).decode()
+            return {
+                k: v
+                for k, v in parse_metrics(text).items()
+                if k[0].startswith("vms_downloads_") and "file_removed" not in k[0]
+            }
+
+        requests: dict[str, list[int]] = {"full": [], "incremental": []}
+        try:
+            for _ in range(12):
+                cheap_outcome = await h.poller.poll_once()
+                full_outcome = await full.poll_once()
+                assert cheap_outcome.result == full_outcome.result == "success"
+                samples = await h.scrape()
+                assert events(h.metrics) == events(full_metrics)
+                reported = [
+                    m.registry.get_sample_value(
+                        "vms_exporter_api_reported_items", {"target": "main"}
+                    )
+                    or 0
+                    for m in (h.metrics, full_metrics)
+                ]  # the padded query's total, but for downloads on a slice boundary
+                assert abs(reported[0] - reported[1]) <= reported[1] / 100
+                if cheap_outcome.mode == "full":
+                    assert window_counts(samples) == expected_counts(await h.simulator_items())
+                else:  # exports in progress are always looked at
+                    truth = expected_counts(await h.simulator_items())
+                    assert {
+                        k: v for k, v in window_counts(samples).items() if k[0] == "in_progress"
+                    } == {k: v for k, v in truth.items() if k[0] == "in_progress"}
+                h.clock.advance(60)
+            cheap_samples = await h.scrape()
+            for mode in requests:
+                polls = value(
+                    cheap_samples, "vms_exporter_poll_api_requests_count", target="main", mode=mode
+                )
+                total = value(
+                    cheap_samples, "vms_exporter_poll_api_requests_sum", target="main", mode=mode
+                )
+                assert polls and total is not None
+                requests[mode] = [int(polls), int(total)]
+            full_requests = full_metrics.registry.get_sample_value(
+                "vms_exporter_api_requests_total", {"target": "main", "code": "200"}
+            )
+        finally:
+            await full.close()
+        assert requests["full"][0] == 3  # the baseline and a re-scan every 5 min
+        assert requests["incremental"][0] == 9
+        cheap_per_poll = requests["incremental"][1] / requests["incremental"][0]
+        assert full_requests is not None
+        assert cheap_per_poll * 5 < full_requests / 12
