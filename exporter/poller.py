@@ -164,14 +164,16 @@ class TargetPoller:
         known = self._memory.records if self._memory is not None else None
         if not self._poll.full_resync:
             return _Fetched(await self._source.fetch_window(window, known), "full", None)
-        chosen = slices.plan(
-            window,
-            started=started,
-            timezone=self.target.timezone,
-            memory=self._slices,
-            records=known or {},
-            full_resync=self._poll.full_resync,
-            interval=self._poll.interval,
+        chosen = await run_steps_pausing(
+            slices.plan_steps(
+                window,
+                started=started,
+                timezone=self.target.timezone,
+                memory=self._slices,
+                records=known or {},
+                full_resync=self._poll.full_resync,
+                interval=self._poll.interval,
+            )
         )
         # One query after the other: each reads its pages ``concurrency`` at a time already, and
         # queued requests would eat into their request_timeout. A VMS that is down costs one
@@ -181,14 +183,16 @@ class TargetPoller:
             results.append(
                 await self._source.fetch_window(piece.window(window), known, new_poll=number == 0)
             )
-        merged = slices.merge(
-            chosen,
-            window,
-            started=started,
-            timezone=self.target.timezone,
-            memory=self._slices,
-            records=known or {},
-            results=results,
+        merged = await run_steps_pausing(
+            slices.merge_steps(
+                chosen,
+                window,
+                started=started,
+                timezone=self.target.timezone,
+                memory=self._slices,
+                records=known or {},
+                results=results,
+            )
         )
         result = WindowResult(merged.downloads, merged.reported_total, merged.pages, merged.invalid)
         return _Fetched(result, "full" if chosen.full else "incremental", merged.memory)

@@ -48,6 +48,7 @@ from functools import lru_cache
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
+from exporter.core import STEP, Steps
 from exporter.vms.client import QUERY_PADDING, Window, WindowResult
 from exporter.vms.models import TERMINAL_STATUSES, Download
 
@@ -172,7 +173,7 @@ def _live_ids(fetched: Fetched, records: Mapping[str, Download], keep_from: floa
     ]
 
 
-def plan(
+def plan_steps(
     window: Window,
     *,
     started: float,
@@ -181,8 +182,9 @@ def plan(
     records: Mapping[str, Download],
     full_resync: float,
     interval: float,
-) -> Plan:
-    """The slices this poll fetches, or all of them in a full re-scan.
+) -> Steps[Plan]:
+    """The slices this poll fetches, or all of them in a full re-scan (pausing every
+    :data:`~exporter.core.STEP` remembered ids, so that scrapes are served meanwhile).
 
     Re-scans fall on the last poll of the schedule that keeps them at most
     ``full_resync`` apart (every 10th poll for 10m at 60s; half an interval of
@@ -196,11 +198,16 @@ def plan(
         or started - memory.last_full >= period - interval / 2
     )
     wanted = []
+    done = 0
     for piece in tiles:
         held = memory.slices.get(piece.upper) if memory is not None else None
         if held is None or held.lower > piece.lower:
             wanted.append(True)
             continue
+        done += len(held.ids)
+        if done >= STEP:
+            done = 0
+            yield
         live = _live_ids(held, records, window.keep_from)
         if held.final and not live:
             wanted.append(False)  # dead: nothing in it can ever be within the lookback again
@@ -239,7 +246,7 @@ def _shares(
     return shares
 
 
-def merge(
+def merge_steps(
     chosen: Plan,
     window: Window,
     *,
@@ -248,19 +255,23 @@ def merge(
     memory: SliceMemory | None,
     records: Mapping[str, Download],
     results: Sequence[WindowResult],
-) -> Merged:
-    """Fetched slices as answered, the others as remembered; one result per run of the plan."""
+) -> Steps[Merged]:
+    """Fetched slices as answered, the others as remembered; one result per run of the plan
+    (pausing every :data:`~exporter.core.STEP` downloads)."""
     current: dict[str, Download] = {}
     slices: dict[str, Fetched] = {}
     reported = pages = 0
     invalid: Counter[str] = Counter()
     uppers = [piece.upper_at for piece in chosen.tiles]
+    done = 0
     fetched_ids: dict[int, set[str]] = {}
     totals: dict[int, int] = {}
     for (first, last), result in zip(chosen.runs, results, strict=True):
         for index in range(first, last + 1):
             fetched_ids[index] = set()
-        for item in result.downloads:
+        for number, item in enumerate(result.downloads, 1):
+            if number % STEP == 0:
+                yield
             other = current.get(item.id)
             if other is None or (item.updated_at or 0.0) >= (other.updated_at or 0.0):
                 current[item.id] = item
@@ -282,6 +293,10 @@ def merge(
             continue
         assert memory is not None  # planned out, so remembered
         held = memory.slices[piece.upper]
+        done += len(held.ids)
+        if done >= STEP:
+            done = 0
+            yield
         live = _live_ids(held, records, window.keep_from)
         for ident in live:
             current.setdefault(ident, records[ident])

@@ -22,9 +22,10 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from exporter.config import PollSettings, Settings, TargetSettings
+from exporter.core import run_steps
 from exporter.metrics import ExporterMetrics
 from exporter.poller import PollOutcome, TargetPoller
-from exporter.slices import tile
+from exporter.slices import Merged, merge_steps, plan_steps, tile
 from exporter.vms.client import Window, WindowResult
 from exporter.vms.models import Download
 from tests.builders import T0, rec
@@ -398,3 +399,52 @@ def test_incremental_polls_count_the_same_events_as_full_polls(
                 )
 
     asyncio.run(run())
+
+
+def test_planning_and_merging_pause_for_the_loop_on_a_large_window() -> None:
+    """Scrapes are served between steps: 12,000 remembered downloads take several pauses."""
+    window = Window.at(datetime.fromtimestamp(T0, UTC), LOOKBACK, "UTC")
+    records = {
+        str(n): rec(n, "completed", created=window.keep_from + n * 0.5) for n in range(12_000)
+    }
+    chosen = run_steps(
+        plan_steps(
+            window,
+            started=T0,
+            timezone="UTC",
+            memory=None,
+            records=records,
+            full_resync=600,
+            interval=60,
+        )
+    )
+    everything = WindowResult(list(records.values()), len(records), 120)
+    steps = merge_steps(
+        chosen,
+        window,
+        started=T0,
+        timezone="UTC",
+        memory=None,
+        records=records,
+        results=[everything],
+    )
+    pauses = 0
+    while True:
+        try:
+            next(steps)
+            pauses += 1
+        except StopIteration as done:
+            merged: Merged = done.value
+            break
+    assert pauses >= 2
+    assert len(merged.downloads) == 12_000
+    later = plan_steps(
+        window,
+        started=T0 + 60,
+        timezone="UTC",
+        memory=merged.memory,
+        records=records,
+        full_resync=600,
+        interval=60,
+    )
+    assert sum(1 for _ in later) >= 2
