@@ -97,6 +97,7 @@ class TargetPoller:
         self.last: PollOutcome | None = None
         self.last_success: PollOutcome | None = None
         self.client = VmsClient(name, target, on_response=self._count_request, state=state)
+        self._injected = source
         self._source: WindowSource = self.client if source is None else source
         metrics.add_target(name, self._poll.lookback, self._poll.interval)
 
@@ -316,15 +317,14 @@ class TargetPoller:
         self._per_camera = settings.metrics.per_camera
         self._max_cameras = settings.metrics.max_cameras
         self._metrics.set_poll_settings(self.name, self._poll.lookback, self._poll.interval)
+        self._slices = None  # the next poll is a full re-scan under the new settings
         if target != self.target:
             await self.close()
             self.target = target
             self.client = VmsClient(
-                self.name,
-                target,
-                on_response=lambda code: self._metrics.api_response(self.name, code),
-                state=self._state,
+                self.name, target, on_response=self._count_request, state=self._state
             )
+            self._source = self.client if self._injected is None else self._injected
 
     async def close(self) -> None:
         """Close the login session this process opened (bounded in time), then the client."""

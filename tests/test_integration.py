@@ -452,3 +452,17 @@ async def test_incremental_polls_of_a_living_simulator_match_full_polls_at_fewer
         cheap_per_poll = requests["incremental"][1] / requests["incremental"][0]
         assert full_requests is not None
         assert cheap_per_poll * 5 < full_requests / 12
+
+
+async def test_a_reload_that_changes_the_target_polls_in_full_through_the_new_client() -> None:
+    async with exporter_on_simulator(poll={"full_resync": 600}) as h:
+        assert (await h.poller.poll_once()).mode == "full"
+        h.clock.advance(60)
+        assert (await h.poller.poll_once()).mode == "incremental"
+        target = h.poller.target.model_copy(update={"per_page": 20})
+        settings = Settings(poll=PollSettings(interval=60, timeout=10), targets={"main": target})
+        await h.poller.reconfigure(target, settings)
+        h.clock.advance(60)
+        outcome = await h.poller.poll_once()
+        assert (outcome.result, outcome.mode) == ("success", "full")
+        assert outcome.pages >= 300 / 20  # pages of 20: the new client asked
