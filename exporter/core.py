@@ -87,8 +87,10 @@ class Events:
     """stream_type → downloads first seen."""
     finished: Counter[str] = field(default_factory=Counter)
     """terminal status → downloads seen entering it."""
-    durations: list[tuple[str, float]] = field(default_factory=list)
-    """(terminal status, seconds) for each finish seen live."""
+    durations: list[tuple[str, float, Download]] = field(default_factory=list)
+    """(terminal status, seconds, the download) for each finish seen live."""
+    latest_finished: dict[str, Download] = field(default_factory=dict)
+    """terminal status → the download of its latest finish (by ``updated_at``), for exemplars."""
     file_removed_ages: list[float] = field(default_factory=list)
     """For each file seen going from existing to missing: seconds since its ``created_at``."""
     aged_out_in_progress: int = 0
@@ -178,6 +180,19 @@ def _duration(item: Download, seen_at: float) -> float:
     return max(0.0, end - item.created_at)
 
 
+def finish_order(item: Download) -> tuple[float, str]:
+    """Sort key of finishes, latest last: ``updated_at`` (else ``created_at``), then id."""
+    return (item.created_at if item.updated_at is None else item.updated_at, item.id)
+
+
+def _finished(events: Events, item: Download) -> None:
+    """Count one finish and keep it if it is the latest of its status."""
+    events.finished[item.status] += 1
+    latest = events.latest_finished.get(item.status)
+    if latest is None or finish_order(item) > finish_order(latest):
+        events.latest_finished[item.status] = item
+
+
 def reconcile(
     memory: Memory | None,
     downloads: Iterable[Download],
@@ -236,9 +251,9 @@ def reconcile_steps(
         if held is None:
             events.created[item.stream_type] += 1
             if item.status in TERMINAL_STATUSES:
-                events.finished[item.status] += 1
+                _finished(events, item)
                 if item.created_at >= memory.poll_started:
-                    events.durations.append((item.status, _duration(item, seen_at)))
+                    events.durations.append((item.status, _duration(item, seen_at), item))
         elif (
             item.updated_at is not None
             and held.updated_at is not None
@@ -247,8 +262,8 @@ def reconcile_steps(
             item = held
         else:
             if item.status != held.status and item.status in TERMINAL_STATUSES:
-                events.finished[item.status] += 1
-                events.durations.append((item.status, _duration(item, seen_at)))
+                _finished(events, item)
+                events.durations.append((item.status, _duration(item, seen_at), item))
             if (
                 item.status == COMPLETED
                 and held.file_exists == "true"

@@ -23,7 +23,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.core import Events, Snapshot
+from exporter.core import Events, Snapshot, finish_order
+from exporter.exemplars import exemplar
 from exporter.vms.errors import POLL_RESULTS
 from exporter.vms.models import INVALID_REASONS, STREAM_TYPES, TERMINAL_STATUSES
 
@@ -302,9 +303,13 @@ class ExporterMetrics:
         for stream_type, count in events.created.items():
             self.created.labels(target, stream_type).inc(count)
         for status, count in events.finished.items():
-            self.finished.labels(target, status).inc(count)
-        for status, seconds in events.durations:
-            self.export_duration.labels(target, status).observe(seconds)
+            latest = events.latest_finished.get(status)
+            self.finished.labels(target, status).inc(
+                count, exemplar=exemplar(latest) if latest else None
+            )
+        # Oldest first, so that each bucket's exemplar is its latest finish.
+        for status, seconds, item in sorted(events.durations, key=lambda d: finish_order(d[2])):
+            self.export_duration.labels(target, status).observe(seconds, exemplar(item))
         if events.file_removed:
             self.file_removed.labels(target).inc(events.file_removed)
         for age in events.file_removed_ages:

@@ -12,6 +12,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
@@ -32,6 +35,17 @@ def parse_metrics(text: str) -> Samples:
         for sample in family.samples:
             samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
     return samples
+
+
+def parse_exemplars(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], dict[str, str]]:
+    """The exemplar labels of every sample that has one, in an OpenMetrics exposition."""
+    found: dict[tuple[str, frozenset[tuple[str, str]]], dict[str, str]] = {}
+    for family in openmetrics_families(text):  # type: ignore[no-untyped-call]
+        for sample in family.samples:
+            if sample.exemplar is not None:
+                key = (sample.name, frozenset(sample.labels.items()))
+                found[key] = dict(sample.exemplar.labels)
+    return found
 
 
 def value(samples: Samples, name: str, **labels: str) -> float | None:

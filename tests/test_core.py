@@ -27,7 +27,7 @@ def poll(
     summary: dict[str, object] = {
         "created": dict(e.created),
         "finished": dict(e.finished),
-        "durations": e.durations,
+        "durations": [(status, seconds) for status, seconds, _ in e.durations],
         "removed": e.file_removed,
         "aged_out": e.aged_out_in_progress,
     }
@@ -98,6 +98,26 @@ def test_new_downloads_count_as_created_and_finished() -> None:
     assert events["finished"] == {"completed": 1, "failed": 1}
     # a duration only for the one created after the previous poll began
     assert events["durations"] == [("completed", 15.0)]
+
+
+def test_the_latest_finish_of_each_status_is_kept_with_each_duration() -> None:
+    memory, _ = poll(None, [rec(1, created=T0 - 100), rec(2, created=T0 - 100)], T0)
+    items = [
+        rec(1, "failed", created=T0 - 100, updated=T0 + 30, camera="7"),
+        rec(2, "failed", created=T0 - 100, updated=T0 + 20, camera="8"),
+        rec(3, "completed", created=T0 + 10, updated=T0 + 40),
+    ]
+    out = reconcile(
+        memory, items, poll_started=T0 + 60, window_start=T0 - LOOKBACK, seen_at=T0 + 65
+    )
+    latest = out.events.latest_finished
+    assert (latest["failed"].id, latest["failed"].camera_id) == ("1", "7")
+    assert latest["completed"].id == "3"
+    assert sorted((s, d.id) for s, _, d in out.events.durations) == [
+        ("completed", "3"),
+        ("failed", "1"),
+        ("failed", "2"),
+    ]
 
 
 def test_transition_to_terminal_counts_once_with_duration() -> None:

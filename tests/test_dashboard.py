@@ -299,6 +299,22 @@ def test_required_content_is_on_the_dashboard(dashboard: dict[str, Any]) -> None
     assert any(p["fieldConfig"]["defaults"]["unit"] == "percentunit" for p in panels(dashboard))
 
 
+def test_time_series_of_finished_exports_show_their_exemplars(dashboard: dict[str, Any]) -> None:
+    """Exemplars name the download behind a finish (Grafana's exemplar toggle on the query)."""
+    with_exemplars = re.compile(r"\b(vms_downloads_finished_total|vms_downloads_export_duration)")
+    checked = 0
+    for panel in panels(dashboard):
+        if panel["type"] != "timeseries":
+            continue
+        for query in panel["targets"]:
+            if with_exemplars.search(query["expr"]):
+                assert query.get("exemplar") is True, f"{panel['title']} {query['refId']}"
+                checked += 1
+            else:
+                assert not query.get("exemplar"), f"{panel['title']}: no exemplars to show"
+    assert checked >= 3
+
+
 def test_every_contract_metric_is_on_the_dashboard(
     dashboard: dict[str, Any], contract: dict[str, ContractMetric]
 ) -> None:

@@ -75,6 +75,37 @@ class Stack:
         result: list[dict[str, Any]] = body["data"]["result"]
         return result
 
+    def exemplars(self, expr: str) -> list[dict[str, Any]]:
+        now = time.time()
+        params = {"query": expr, "start": f"{now - 3600:.3f}", "end": f"{now + 60:.3f}"}
+        body = _get(f"{self.prometheus}/api/v1/query_exemplars?" + urllib.parse.urlencode(params))
+        assert body["status"] == "success", (expr, body)
+        result: list[dict[str, Any]] = body["data"]
+        return result
+
+    def simulator_items(self) -> list[dict[str, Any]]:
+        """Every download the simulator holds, read from its API, page by page."""
+        items: list[dict[str, Any]] = []
+        for number in range(1, 100):
+            query = urllib.parse.urlencode(
+                {
+                    "per_page": "1000",
+                    "page": str(number),
+                    "from": "2000-01-01 00:00:00",
+                    "to": "2100-01-01 00:00:00",
+                }
+            )
+            request = urllib.request.Request(  # noqa: S310 (loopback)
+                f"{self.simulator}/api/v1/users/downloads?{query}",
+                headers={"Authorization": "Bearer demo", "Accept": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+                body = json.loads(response.read())
+            items.extend(body["data"])
+            if number >= body["meta"]["last_page"]:
+                return items
+        raise AssertionError("the simulator reported more than 99 pages")
+
     def alerts(self) -> dict[str, str]:
         body = _get(f"{self.prometheus}/api/v1/alerts")
         return {a["labels"]["alertname"]: a["state"] for a in body["data"]["alerts"]}
@@ -143,6 +174,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 f"--config.file={prom_config}",
                 f"--storage.tsdb.path={work / 'tsdb'}",
                 f"--web.listen-address=127.0.0.1:{prom_port}",
+                "--enable-feature=exemplar-storage",
                 "--log.level=warn",
             ],
             work / "prometheus.log",
@@ -269,3 +301,20 @@ def test_failed_exports_alert_fires_only_after_failures(stack: Stack) -> None:
     with urllib.request.urlopen(runbook, timeout=5) as response:  # noqa: S310 (loopback)
         assert f'id="{anchor}"'.encode() in response.read()
     assert alert["annotations"]["description"].endswith("/d/vms-downloads?var-target=main")
+
+
+def test_a_failed_export_is_named_by_its_exemplar(stack: Stack) -> None:
+    """Runs after the alert test, which made new exports fail."""
+    expr = 'vms_downloads_finished_total{target="main",status="failed"}'
+    found = _eventually(
+        "an exemplar on the failed-exports counter",
+        lambda: [e for series in stack.exemplars(expr) for e in series["exemplars"]],
+    )
+    failed = {str(i["id"]): i for i in stack.simulator_items() if i["status"] == "failed"}
+    for exemplar in found:
+        labels = exemplar["labels"]
+        assert set(labels) <= {"download_id", "camera_id"}, labels
+        item = failed.get(labels["download_id"])
+        assert item is not None, f"{labels} is not a failed download of the simulator"
+        assert labels.get("camera_id") == str(item["stream"]["camera_id"])
+    print("query_exemplars:", json.dumps(found))

@@ -21,10 +21,17 @@ from exporter.config import PollSettings, Settings, TargetSettings, WebSettings
 from exporter.metrics import ExporterMetrics
 from exporter.poller import TargetPoller
 from exporter.vms.client import Window
-from tests.exporter_harness import Samples, exporter_on_simulator, parse_metrics, value
+from tests.exporter_harness import (
+    Samples,
+    exporter_on_simulator,
+    parse_exemplars,
+    parse_metrics,
+    value,
+)
 from tests.promql_names import exposition_metric_names, unknown_metric_names, used_metric_names
 from vms_simulator import SimulatorConfig, start_simulator
 
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 STATUS = {"in progress": "in_progress", "completed": "completed", "failed": "failed"}
 
 
@@ -137,6 +144,31 @@ async def test_events_between_polls_reach_the_counters() -> None:
         for s in ("completed", "failed")
     )
     assert 0 < observed <= sum(finished.values())
+
+
+async def test_openmetrics_scrape_names_the_latest_failed_export() -> None:
+    sim = SimulatorConfig(downloads=100, seed=3, arrival_interval=30, fail_ratio=0)
+    async with exporter_on_simulator(sim) as h:
+        await h.poller.poll_once()
+        await h.sim_faults(fail_new_exports=True)
+        h.clock.advance(600)
+        await h.poller.poll_once()
+        failed = [i for i in await h.simulator_items() if i["status"] == "failed"]
+        _, text, headers = await h.get("/metrics", Accept=OPENMETRICS)
+        _, plain, _ = await h.get("/metrics")
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    assert failed, "the simulator should have failed the new exports"
+    latest = max(failed, key=lambda i: (i["updated_at"], i["id"]))
+    exemplars = parse_exemplars(text)
+    counter = frozenset({("target", "main"), ("status", "failed")})
+    assert exemplars[("vms_downloads_finished_total", counter)] == {
+        "download_id": str(latest["id"]),
+        "camera_id": str(latest["stream"]["camera_id"]),
+    }
+    failed_ids = {str(i["id"]) for i in failed}
+    durations = [e for (name, _), e in exemplars.items() if name.endswith("_bucket")]
+    assert durations and {e["download_id"] for e in durations} <= failed_ids
+    assert "download_id" not in plain
 
 
 async def test_failed_poll_keeps_last_window_then_drops_it_when_stale() -> None:

@@ -7,6 +7,7 @@ import logging
 import platform
 
 from prometheus_client import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import __version__
@@ -15,7 +16,7 @@ from exporter.logs import JsonFormatter, LogfmtFormatter
 from exporter.metrics import ExporterMetrics
 from exporter.vms.errors import POLL_RESULTS
 from tests.builders import T0, rec
-from tests.exporter_harness import parse_metrics, value
+from tests.exporter_harness import parse_exemplars, parse_metrics, value
 from tests.promql_names import contract_metrics
 
 
@@ -69,7 +70,9 @@ def test_every_label_set_exists_from_the_start() -> None:
 
 def test_histogram_buckets_are_the_contracts() -> None:
     m = metrics_at([T0])
-    events = Events(durations=[("completed", 45.0), ("failed", 90000.0)])
+    events = Events(
+        durations=[("completed", 45.0, rec(1, "completed")), ("failed", 90000.0, rec(2, "failed"))]
+    )
     m.poll_succeeded(
         "a",
         snapshot=aggregate([]),
@@ -113,6 +116,42 @@ def test_histogram_buckets_are_the_contracts() -> None:
         if name == "vms_exporter_poll_duration_seconds_bucket"
     ]
     assert min(poll_buckets) == 0.05 and max(b for b in poll_buckets if b != float("inf")) == 120
+
+
+def test_finishes_carry_exemplars_in_openmetrics_only() -> None:
+    m = metrics_at([T0])
+    first = rec(7, "failed", created=T0 - 100, updated=T0 - 50, camera="3")
+    latest = rec(8, "failed", created=T0 - 100, updated=T0 - 40, camera=None)
+    events = Events(
+        durations=[("failed", 60.0, latest), ("failed", 50.0, first)],
+        latest_finished={"failed": latest},
+    )
+    events.finished["failed"] += 2
+    m.poll_succeeded(
+        "a",
+        snapshot=aggregate([]),
+        events=events,
+        duration=0.3,
+        finished_at=T0,
+        reported_total=0,
+        invalid={},
+    )
+    exposition = generate_openmetrics(m.registry).decode()  # type: ignore[no-untyped-call]
+    assert parse_exemplars(exposition) == {
+        ("vms_downloads_finished_total", frozenset({("target", "a"), ("status", "failed")})): {
+            "download_id": "8"
+        },
+        # both fall into the 60 s bucket: the latest finish is its exemplar
+        (
+            "vms_downloads_export_duration_seconds_bucket",
+            frozenset({("target", "a"), ("status", "failed"), ("le", "60.0")}),
+        ): {"download_id": "8"},
+    }
+    text = generate_latest(m.registry).decode()
+    assert "download_id" not in text and " # {" not in text
+    assert (
+        value(parse_metrics(text), "vms_downloads_finished_total", target="a", status="failed") == 2
+    )
 
 
 def test_window_is_dropped_after_max_staleness_but_counters_stay() -> None:
