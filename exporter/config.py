@@ -182,6 +182,8 @@ class _Section(BaseModel):
 class WebSettings(_Section):
     listen_address: str = ":9877"
     config_file: Path | None = None
+    show_details: bool = False
+    """/problems shows names and logins; only with basic auth, else a configuration error."""
 
     @field_validator("listen_address")
     @classmethod
@@ -554,11 +556,17 @@ def _check_files(settings: Settings) -> None:
         why = check_directory(settings.state.directory)
         if why is not None:
             problems.append(f"state.directory: {why}")
+    users: int | None = 0  # None: the web config is broken (its problems say why)
     if settings.web.config_file is not None:
         try:
-            load_web_config(settings.web.config_file)
+            users = len(load_web_config(settings.web.config_file)[0].users)
         except WebConfigError as exc:
             problems.extend(f"web.config_file: {problem}" for problem in exc.problems)
+    if settings.web.show_details and not users and not problems:
+        problems.append(
+            "web.show_details: names and logins are shown only behind basic auth: "
+            "set basic_auth_users in web.config_file (or show_details = false)"
+        )
     for name, target in settings.targets.items():
         if target.cert_file is not None and target.key_file is not None:
             try:

@@ -96,7 +96,14 @@ class TargetPoller:
         self._newest_created: float | None = None
         self.last: PollOutcome | None = None
         self.last_success: PollOutcome | None = None
-        self.client = VmsClient(name, target, on_response=self._count_request, state=state)
+        self._details = settings.web.show_details
+        self.client = VmsClient(
+            name,
+            target,
+            on_response=self._count_request,
+            details=self._details,
+            state=state,
+        )
         self._injected = source
         self._source: WindowSource = self.client if source is None else source
         metrics.add_target(name, self._poll.lookback, self._poll.interval)
@@ -104,6 +111,15 @@ class TargetPoller:
     def _count_request(self, code: str) -> None:
         self._requests += 1
         self._metrics.api_response(self.name, code)
+
+    @property
+    def records(self) -> Mapping[str, Download]:
+        """What is remembered of the window as of the last successful poll (empty before)."""
+        return {} if self._memory is None else self._memory.records
+
+    @property
+    def lookback(self) -> float:
+        return self._poll.lookback
 
     async def poll_once(self) -> PollOutcome:
         """One whole poll within ``poll.timeout``; only cancellation escapes it."""
@@ -322,7 +338,11 @@ class TargetPoller:
             await self.close()
             self.target = target
             self.client = VmsClient(
-                self.name, target, on_response=self._count_request, state=self._state
+                self.name,
+                target,
+                on_response=self._count_request,
+                details=self._details,  # [web] changes need a restart
+                state=self._state,
             )
             self._source = self.client if self._injected is None else self._injected
 

@@ -16,6 +16,7 @@ from exporter import __version__, runbook
 from exporter.httpserver import EXPOSITION_VERSION, start_guarded
 from exporter.metrics import ExporterMetrics
 from exporter.poller import TargetPoller
+from exporter.problems_page import problems_handler
 from exporter.webauth import security_middleware
 from exporter.webconfig import LiveWebConfig
 
@@ -31,6 +32,7 @@ def create_app(
     pollers: Sequence[TargetPoller],
     web_config: LiveWebConfig | None = None,
     reload: Reload | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """The exporter's routes; with ``web_config``, behind its basic auth and headers.
 
@@ -44,6 +46,7 @@ def create_app(
     app.router.add_get("/-/ready", _ready_handler(pollers))
     app.router.add_get("/", _landing_handler(pollers))
     app.router.add_get("/runbook", _runbook)
+    app.router.add_get("/problems", problems_handler(pollers, clock))
     if reload is not None:
         app.router.add_post("/-/reload", _reload_handler(reload))
     return app
@@ -110,6 +113,7 @@ def _landing_handler(pollers: Sequence[TargetPoller]) -> Handler:
 td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}</style></head>
 <body><h1>VMS downloads exporter</h1>
 <p>Version {html.escape(__version__)}. <a href="metrics">Metrics</a> ·
+<a href="problems">Problems</a> (the downloads that need a person) ·
 <a href="-/healthy">healthy</a> · <a href="-/ready">ready</a> ·
 <a href="runbook">Runbook</a> (what each alert means and what to do)</p>
 <p>Values come from a background poll of each VMS, not from the scrape.</p>

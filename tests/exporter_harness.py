@@ -18,7 +18,13 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from exporter.config import MetricsSettings, PollSettings, Settings, TargetSettings
+from exporter.config import (
+    MetricsSettings,
+    PollSettings,
+    Settings,
+    TargetSettings,
+    WebSettings,
+)
 from exporter.metrics import ExporterMetrics
 from exporter.poller import TargetPoller
 from exporter.web import create_app, start_server
@@ -119,6 +125,7 @@ async def exporter_on_simulator(
     metrics: dict[str, Any] | None = None,
     web_config: Path | None = None,
     sim_ssl: ssl.SSLContext | None = None,
+    web: dict[str, Any] | None = None,
     **target: Any,
 ) -> AsyncIterator[Harness]:
     """The exporter polling the simulator; with ``web_config`` behind that web config file,
@@ -135,6 +142,7 @@ async def exporter_on_simulator(
     }
     target_values.update(target)
     settings = Settings(
+        web=WebSettings(**(web or {})),
         poll=PollSettings(**{"interval": 60, "timeout": 10, **(poll or {})}),
         metrics=MetricsSettings(**(metrics or {})),
         targets={"main": TargetSettings(**target_values)},
@@ -149,7 +157,7 @@ async def exporter_on_simulator(
     live = LiveWebConfig.load(web_config) if web_config is not None else None
     context = live.ssl_context if live is not None else None
     runner, addresses = await start_server(
-        create_app(exporter_metrics, [poller], live), "127.0.0.1", 0, context
+        create_app(exporter_metrics, [poller], live, clock=clock), "127.0.0.1", 0, context
     )
     session = aiohttp.ClientSession()
     scheme = "https" if context is not None else "http"

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exporter.core import run_steps
 from exporter.vms.decode import LARGE_PAGE, decode_page, decode_page_steps
 from exporter.vms.errors import InvalidResponse
-from exporter.vms.models import InvalidItem, parse_download
+from exporter.vms.models import DetailedDownload, Download, InvalidItem, parse_download
 from tests.builders import T0, item, page
 
 
@@ -195,3 +196,30 @@ def test_a_large_page_decodes_in_steps_to_the_same_result() -> None:
     assert stepped.downloads == once.downloads
     assert stepped.invalid == once.invalid == {"not_an_object": 1}
     assert len(stepped.downloads) == 2999
+
+
+def _details(downloads: list[Download]) -> list[tuple[str, str | None, str | None]]:
+    return [
+        (d.id, d.name, d.login) if isinstance(d, DetailedDownload) else (d.id, "-", "-")
+        for d in downloads
+    ]
+
+
+def test_details_only_when_asked_on_every_path() -> None:
+    name = "г. Город, ул. Улица 1, file.20190924-130316-131213.mp4"
+    ordinary = body_of([item(1), item(2) | {"name": None, "user": None}])
+    assert _details(decode_page(ordinary).downloads) == [("1", "-", "-"), ("2", "-", "-")]
+    assert _details(decode_page(ordinary, details=True).downloads) == [
+        ("1", name, "user@mail.com"),
+        ("2", None, None),
+    ]
+    odd = spliced(b'{"id":7,"created_at":"2026-11-20T11:00:00Z","name":5,"user":{"login":"op"}}')
+    assert _details(decode_page(odd, details=True).downloads) == [
+        ("1", name, "user@mail.com"),
+        ("7", None, "op"),
+        ("2", name, "user@mail.com"),
+    ]
+    large = body_of([item(i, created=T0 - i) for i in range(3000)], total=3000)
+    stepped = run_steps(decode_page_steps(large, details=True))
+    assert _details(stepped.downloads) == [(str(i), name, "user@mail.com") for i in range(3000)]
+    assert stepped.downloads == decode_page(large, details=True).downloads

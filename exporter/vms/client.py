@@ -262,10 +262,12 @@ class VmsClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         state: StateDirectory | None = None,
+        details: bool = False,
     ) -> None:
         """``state``: where the login session id survives a restart (none: only in memory)."""
         self.name = name
         self._target = target
+        self._details = details
         self._on_response = on_response
         self._sleep = sleep
         self._limiter = RateLimiter(target.max_rps, clock=monotonic, sleep=sleep)
@@ -442,7 +444,7 @@ class VmsClient:
     async def _get_page(self, params: dict[str, str]) -> Page:
         body = await self._authorized_get(params)
         try:
-            return await run_steps_pausing(decode_page_steps(body))
+            return await run_steps_pausing(decode_page_steps(body, details=self._details))
         except InvalidResponse as exc:
             raise InvalidResponse(f"page {params['page']}: {exc}") from None
 

@@ -29,6 +29,7 @@ from exporter.vms.models import (
     parse_download,
     parse_timestamp,
     status_label,
+    with_details,
 )
 
 NOT_JSON = "page is not valid JSON (truncated?)"
@@ -67,6 +68,24 @@ class _Item(msgspec.Struct):
     stream: _Stream | None = None
 
 
+class _User(msgspec.Struct):
+    login: Any = None
+
+
+class _DetailedItem(_Item):
+    """An ordinary item with what ``web.show_details`` keeps: its name, its user's login."""
+
+    name: str | None = None
+    user: _User | None = None
+
+
+class _Details(msgspec.Struct):
+    """The details of an odd item, decoded on their own (anything unusable: none)."""
+
+    name: Any = None
+    user: Any = None
+
+
 class _LooseItem(msgspec.Struct):
     """The used fields of an odd item, each as raw JSON to be decoded on its own."""
 
@@ -89,12 +108,19 @@ class _TypedPage(msgspec.Struct):
     meta: _Meta
 
 
+class _DetailedPage(msgspec.Struct):
+    data: list[_DetailedItem]
+    meta: _Meta
+
+
 class _RawPage(msgspec.Struct):
     data: list[msgspec.Raw]
     meta: _Meta
 
 
 _TYPED_PAGE = msgspec.json.Decoder(_TypedPage)
+_DETAILED_PAGE = msgspec.json.Decoder(_DetailedPage)
+_DETAILS = msgspec.json.Decoder(_Details)
 _RAW_PAGE = msgspec.json.Decoder(_RawPage)
 _ITEM = msgspec.json.Decoder(_Item)
 _LOOSE_ITEM = msgspec.json.Decoder(_LooseItem)
@@ -125,43 +151,52 @@ def as_count(value: object) -> int | None:
     return None
 
 
-def decode_page_steps(body: bytes | bytearray) -> Steps[Page]:
+def decode_page_steps(body: bytes | bytearray, *, details: bool = False) -> Steps[Page]:
     """:func:`decode_page`, pausing every :data:`ITEM_STEP` items of a page over
     :data:`LARGE_PAGE` bytes, so that the largest page the cap allows never holds a
     loop for long: the envelope first (items skipped undecoded), then the items."""
     if len(body) <= LARGE_PAGE:
-        return decode_page(body)
+        return decode_page(body, details=details)
     items, meta = _raw_items(body)
     page = _page(meta)
     for start in range(0, len(items), ITEM_STEP):
         yield
         for raw in items[start : start + ITEM_STEP]:
             try:
-                page.downloads.append(_from_raw(raw))
+                page.downloads.append(_from_raw(raw, details))
             except InvalidItem as exc:
                 page.invalid[exc.reason] += 1
     return page
 
 
-def decode_page(body: bytes | bytearray) -> Page:
-    """The page in ``body``; InvalidResponse if its envelope is broken."""
+def decode_page(body: bytes | bytearray, *, details: bool = False) -> Page:
+    """The page in ``body``; InvalidResponse if its envelope is broken.
+
+    With ``details`` (``web.show_details``) the records also keep each item's name
+    and its user's login; without, those fields are never decoded at all.
+    """
     try:
-        typed = _TYPED_PAGE.decode(body)
+        typed = (_DETAILED_PAGE if details else _TYPED_PAGE).decode(body)
     except _Undecodable:
         pass
     else:
         page = _page(typed.meta)
         for item in typed.data:
             try:
-                page.downloads.append(_from_typed(item))
+                record = _from_typed(item)
             except InvalidItem as exc:
                 page.invalid[exc.reason] += 1
+                continue
+            if isinstance(item, _DetailedItem):
+                login = item.user.login if item.user is not None else None
+                record = with_details(record, item.name, login)
+            page.downloads.append(record)
         return page
     items, meta = _raw_items(body)
     page = _page(meta)
     for raw in items:
         try:
-            page.downloads.append(_from_raw(raw))
+            page.downloads.append(_from_raw(raw, details))
         except InvalidItem as exc:
             page.invalid[exc.reason] += 1
     return page
@@ -224,7 +259,20 @@ def _stream_type(kind: str | None) -> str:
     return lowered if lowered in ("high", "low") else "unknown"
 
 
-def _from_raw(raw: msgspec.Raw | bytes) -> Download:
+def _from_raw(raw: msgspec.Raw | bytes, details: bool = False) -> Download:
+    """One item on its own (with ``details``, also its name and login, when usable)."""
+    record = _record_from_raw(raw)
+    if not details:
+        return record
+    try:
+        found = _DETAILS.decode(raw)
+    except _Undecodable:
+        return with_details(record, None, None)
+    login = found.user.get("login") if isinstance(found.user, dict) else None
+    return with_details(record, found.name, login)
+
+
+def _record_from_raw(raw: msgspec.Raw | bytes) -> Download:
     """One item on its own: typed if it can be, else field by field, else InvalidItem."""
     try:
         return _from_typed(_ITEM.decode(raw))

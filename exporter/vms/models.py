@@ -9,6 +9,7 @@ them add nothing to the cost of a full collection (they hold no containers).
 from __future__ import annotations
 
 import re
+import sys
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -25,6 +26,7 @@ FILE_EXISTS: Final = ("true", "false", "unknown")
 INVALID_REASONS: Final = ("not_an_object", "no_id", "bad_created_at", "undecodable")
 
 MAX_ID_LENGTH = 64
+MAX_DETAIL_LENGTH = 256
 _DECIMAL = re.compile(r"[0-9]+")
 _STATUS_BY_API = {"in progress": IN_PROGRESS, "in_progress": IN_PROGRESS}
 _STATUS_BY_API.update({s: s for s in TERMINAL_STATUSES})
@@ -40,6 +42,15 @@ class Download(msgspec.Struct, frozen=True, gc=False):
     created_at: float
     updated_at: float | None
     camera_id: str | None
+
+
+class DetailedDownload(Download, frozen=True, gc=False):
+    """A download with what it is called and who asked for it (``name``: often a street
+    address; the requester's login). Built only with ``web.show_details``: otherwise
+    these are never kept in memory."""
+
+    name: str | None
+    login: str | None
 
 
 class InvalidItem(Exception):
@@ -109,6 +120,18 @@ def camera_label(stream: object) -> str | None:
     return None
 
 
+def _detail(value: object) -> str | None:
+    """A name or login to show, capped in length (a hostile answer cannot bloat memory)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value.strip()[:MAX_DETAIL_LENGTH]
+
+
+def _login(value: object) -> str | None:
+    login = _detail(value)
+    return None if login is None else sys.intern(login)  # a few users, many downloads
+
+
 def parse_download(item: Any) -> Download:
     """A :class:`Download` from one item of ``data`` (any JSON value); else :class:`InvalidItem`."""
     if not isinstance(item, dict):
@@ -128,4 +151,19 @@ def parse_download(item: Any) -> Download:
         created_at=created,
         updated_at=parse_timestamp(item.get("updated_at")),
         camera_id=camera_label(stream),
+    )
+
+
+def with_details(record: Download, name: object, login: object) -> DetailedDownload:
+    """``record`` with the item's ``name`` and its user's ``login`` (checked and capped)."""
+    return DetailedDownload(
+        record.id,
+        record.status,
+        record.stream_type,
+        record.file_exists,
+        record.created_at,
+        record.updated_at,
+        record.camera_id,
+        _detail(name),
+        _login(login),
     )
