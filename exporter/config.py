@@ -203,7 +203,7 @@ class PollSettings(_Section):
 
 class StateSettings(_Section):
     directory: Path | None = None
-    """Where remembered state survives restarts (the login session id); off when unset."""
+    """Where the remembered records and the login session id survive restarts; off when unset."""
 
 
 class MetricsSettings(_Section):
@@ -561,8 +561,9 @@ def _check_files(settings: Settings) -> None:
         try:
             users = len(load_web_config(settings.web.config_file)[0].users)
         except WebConfigError as exc:
+            users = None
             problems.extend(f"web.config_file: {problem}" for problem in exc.problems)
-    if settings.web.show_details and not users and not problems:
+    if settings.web.show_details and users == 0:
         problems.append(
             "web.show_details: names and logins are shown only behind basic auth: "
             "set basic_auth_users in web.config_file (or show_details = false)"

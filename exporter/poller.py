@@ -21,6 +21,7 @@ from exporter.core import (
     run_steps_pausing,
 )
 from exporter.metrics import ExporterMetrics
+from exporter.records_store import RecordStore
 from exporter.state import StateDirectory
 from exporter.vms.client import VmsClient, Window, WindowResult
 from exporter.vms.errors import InvalidResponse, LimitExceeded, PollError, PollTimeout
@@ -78,8 +79,12 @@ class TargetPoller:
         clock: Callable[[], float] = time.time,
         state: StateDirectory | None = None,
         source: WindowSource | None = None,
+        store: RecordStore | None = None,
     ) -> None:
         self.name = name
+        self._store = store
+        self._restore = store is not None
+        self._save_failed = False
         self.target = target
         self._poll = settings.poll
         self._per_camera = settings.metrics.per_camera
@@ -123,6 +128,9 @@ class TargetPoller:
 
     async def poll_once(self) -> PollOutcome:
         """One whole poll within ``poll.timeout``; only cancellation escapes it."""
+        if self._restore and self._store is not None:  # diff against what was saved
+            self._restore = False
+            self._memory = await asyncio.to_thread(self._store.load, self._clock())
         started = self._clock()
         began = time.monotonic()
         self._requests = 0
@@ -160,7 +168,9 @@ class TargetPoller:
                     f"records, more than max_downloads={self.target.max_downloads}; "
                     "raise max_downloads or shorten lookback"
                 )
-            return self._succeeded(fetched, reconciled, snapshot, finished, began)
+            return await self._saved(
+                self._succeeded(fetched, reconciled, snapshot, finished, began)
+            )
         except TimeoutError:
             return self._failed(
                 PollTimeout(f"the poll did not finish within poll.timeout={self._poll.timeout:g}s"),
@@ -273,6 +283,25 @@ class TargetPoller:
             fetched.mode,
         )
         return self.last
+
+    async def _saved(self, outcome: PollOutcome) -> PollOutcome:
+        """Save the records of a successful poll in a thread: scrapes go on meanwhile."""
+        if self._store is None or self._memory is None:
+            return outcome
+        try:
+            await asyncio.to_thread(self._store.save, self._memory, self._clock())
+        except OSError as exc:
+            if not self._save_failed:
+                log.warning(
+                    "cannot save the remembered records; a restart will start a new baseline",
+                    extra={"target": self.name, "path": str(self._store.path), "error": exc},
+                )
+            self._save_failed = True
+        else:
+            if self._save_failed:
+                log.info("remembered records saved again", extra={"target": self.name})
+            self._save_failed = False
+        return outcome
 
     def _failed(
         self, error: PollError, began: float, traceback: BaseException | None = None

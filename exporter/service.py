@@ -14,9 +14,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from exporter.config import ConfigError, Settings
+from exporter.config import ConfigError, Settings, TargetSettings
 from exporter.metrics import ExporterMetrics
 from exporter.poller import TargetPoller, identity
+from exporter.records_store import store_for
 from exporter.state import StateDirectory
 from exporter.webconfig import LiveWebConfig, WebConfigError
 
@@ -49,7 +50,13 @@ class Service:
         self._reloading = asyncio.Lock()
         self._state = StateDirectory(settings.state.directory) if settings.state.directory else None
         for name, target in settings.targets.items():
-            self.pollers.append(TargetPoller(name, target, settings, metrics, state=self._state))
+            self.pollers.append(self._poller(name, target, settings))
+
+    def _poller(self, name: str, target: TargetSettings, settings: Settings) -> TargetPoller:
+        """A poller whose login session id and records live in the state directory, if any."""
+        directory = self._state.directory if self._state else None  # [state]: only at start
+        store = store_for(directory, name, target, settings.poll.lookback)
+        return TargetPoller(name, target, settings, self.metrics, state=self._state, store=store)
 
     def start(self) -> None:
         stagger = min(MAX_STAGGER, self.settings.poll.interval / len(self.pollers))
@@ -154,7 +161,7 @@ class Service:
         for name, target in new.targets.items():
             poller = kept.get(name)
             if poller is None:
-                fresh = TargetPoller(name, target, new, self.metrics, state=self._state)
+                fresh = self._poller(name, target, new)
                 self.pollers.append(fresh)
                 added.append(name)
                 self._start(fresh, 0.0)

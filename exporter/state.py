@@ -14,6 +14,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -52,18 +53,7 @@ class StateDirectory:
         """Replace the file atomically; OSError when the disk refuses."""
         path = self.path(target, kind)
         body = json.dumps({"format": FORMAT, "kind": kind, **data}, separators=(",", ":"))
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(body.encode())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
-        _fsync_directory(self.directory)
+        write_atomically(path, [body.encode()])
 
     def remove(self, target: str, kind: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -82,6 +72,32 @@ def check_directory(directory: Path) -> str | None:
     os.close(fd)
     os.unlink(temp)
     return None
+
+
+def write_atomically(path: Path, chunks: Iterable[bytes]) -> None:
+    """Replace ``path`` with the concatenated ``chunks`` (temp file, fsync, rename, fsync of
+    the directory); OSError when the disk refuses. Chunks are written as they come, so a
+    large file is never held whole and a thread writing it lets the event loop run."""
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    _fsync_directory(path.parent)
+
+
+def remove_leftovers(path: Path) -> None:
+    """Delete the temporary files a killed writer of ``path`` left behind."""
+    for leftover in path.parent.glob(f".{path.name}.*"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
+from aiohttp import web
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
@@ -22,11 +23,13 @@ from exporter.config import (
     MetricsSettings,
     PollSettings,
     Settings,
+    StateSettings,
     TargetSettings,
     WebSettings,
 )
 from exporter.metrics import ExporterMetrics
 from exporter.poller import TargetPoller
+from exporter.records_store import store_for
 from exporter.web import create_app, start_server
 from exporter.webconfig import LiveWebConfig
 from vms_simulator import ManualClock, RunningSimulator, SimulatorConfig, start_simulator
@@ -67,7 +70,20 @@ class Harness:
     poller: TargetPoller
     url: str
     session: aiohttp.ClientSession
+    settings: Settings
+    runner: web.AppRunner
     web_config: LiveWebConfig | None = None
+
+    async def stop_exporter(self) -> None:
+        await self.poller.close()
+        await self.runner.cleanup()
+
+    async def restart_exporter(self) -> None:
+        """A new exporter process, as far as memory goes: new metrics, poller and server."""
+        await self.stop_exporter()
+        self.metrics, self.poller, self.runner, self.url = await _start_exporter(
+            self.settings, self.clock, self.web_config
+        )
 
     async def scrape(self, **headers: str) -> Samples:
         async with self.session.get(self.url + "/metrics", headers=headers) as response:
@@ -126,6 +142,7 @@ async def exporter_on_simulator(
     web_config: Path | None = None,
     sim_ssl: ssl.SSLContext | None = None,
     web: dict[str, Any] | None = None,
+    state_dir: Path | None = None,
     **target: Any,
 ) -> AsyncIterator[Harness]:
     """The exporter polling the simulator; with ``web_config`` behind that web config file,
@@ -144,36 +161,45 @@ async def exporter_on_simulator(
     settings = Settings(
         web=WebSettings(**(web or {})),
         poll=PollSettings(**{"interval": 60, "timeout": 10, **(poll or {})}),
+        state=StateSettings(directory=state_dir),
         metrics=MetricsSettings(**(metrics or {})),
         targets={"main": TargetSettings(**target_values)},
     )
+    live = LiveWebConfig.load(web_config) if web_config is not None else None
+    exporter_metrics, poller, runner, url = await _start_exporter(settings, clock, live)
+    session = aiohttp.ClientSession()
+    h = Harness(
+        simulator, sim, clock, exporter_metrics, poller, url, session, settings, runner, live
+    )
+    try:
+        yield h
+    finally:
+        await session.close()
+        await h.stop_exporter()
+        await simulator.close()
+
+
+async def _start_exporter(
+    settings: Settings, clock: ManualClock, live: LiveWebConfig | None
+) -> tuple[ExporterMetrics, TargetPoller, web.AppRunner, str]:
     exporter_metrics = ExporterMetrics(
         per_camera=settings.metrics.per_camera,
         max_staleness=settings.poll.max_staleness,
         clock=clock,
         process_metrics=False,
     )
-    poller = TargetPoller("main", settings.targets["main"], settings, exporter_metrics, clock=clock)
-    live = LiveWebConfig.load(web_config) if web_config is not None else None
-    context = live.ssl_context if live is not None else None
-    runner, addresses = await start_server(
-        create_app(exporter_metrics, [poller], live, clock=clock), "127.0.0.1", 0, context
+    poller = TargetPoller(
+        "main",
+        settings.targets["main"],
+        settings,
+        exporter_metrics,
+        clock=clock,
+        store=store_for(
+            settings.state.directory, "main", settings.targets["main"], settings.poll.lookback
+        ),
     )
-    session = aiohttp.ClientSession()
+    context = live.ssl_context if live is not None else None
+    app = create_app(exporter_metrics, [poller], live, clock=clock)
+    runner, addresses = await start_server(app, "127.0.0.1", 0, context)
     scheme = "https" if context is not None else "http"
-    try:
-        yield Harness(
-            simulator,
-            sim,
-            clock,
-            exporter_metrics,
-            poller,
-            f"{scheme}://{addresses[0]}",
-            session,
-            live,
-        )
-    finally:
-        await session.close()
-        await poller.close()
-        await runner.cleanup()
-        await simulator.close()
+    return exporter_metrics, poller, runner, f"{scheme}://{addresses[0]}"

@@ -68,6 +68,16 @@ async def test_bad_configuration_exits_2_naming_each_key(tmp_path: Path) -> None
         assert sock.connect_ex(("127.0.0.1", port)) != 0
 
 
+async def test_a_missing_state_directory_exits_2_before_listening(tmp_path: Path) -> None:
+    missing = tmp_path / "state"
+    path = config_file(tmp_path, "http://127.0.0.1:1", f"[state]\ndirectory = '{missing}'\n")
+    code, _, err = await run("--config.file", str(path))
+    assert code == 2
+    assert err.strip() == (
+        f"configuration error: state.directory: {missing} is not an existing directory"
+    )
+
+
 async def test_bad_arguments_exit_2() -> None:
     code, _, err = await run("--log.level", "loud")
     assert code == 2 and "--log.level" in err

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from exporter.state import FORMAT, StateDirectory, check_directory
+from exporter.state import (
+    FORMAT,
+    StateDirectory,
+    check_directory,
+    remove_leftovers,
+    write_atomically,
+)
 
 
 def test_written_state_reads_back_and_leaves_no_temporary_file(tmp_path: Path) -> None:
@@ -52,3 +60,43 @@ def test_a_directory_must_exist_and_be_writable(tmp_path: Path) -> None:
     assert "not an existing directory" in (check_directory(tmp_path / "missing") or "")
     (tmp_path / "file").write_text("x")
     assert "not an existing directory" in (check_directory(tmp_path / "file") or "")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_directory(tmp_path: Path) -> None:
+    tmp_path.chmod(0o500)
+    try:
+        assert check_directory(tmp_path) == f"cannot write in {tmp_path}: Permission denied"
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_a_file_written_in_chunks_replaces_the_whole_file(tmp_path: Path) -> None:
+    path = tmp_path / "main.records.jsonl"
+    write_atomically(path, [b"old"])
+    write_atomically(path, iter([b"new ", b"content"]))
+    assert path.read_bytes() == b"new content"
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_a_failed_write_keeps_the_old_file_and_no_temp(tmp_path: Path) -> None:
+    path = tmp_path / "main.records.jsonl"
+    write_atomically(path, [b"old"])
+
+    def failing() -> Iterator[bytes]:
+        yield b"half"
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        write_atomically(path, failing())
+    assert path.read_bytes() == b"old"
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_leftovers_of_a_killed_writer_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    path = tmp_path / "main.records.jsonl"
+    path.write_text("kept")
+    (tmp_path / f".{path.name}.abc123").write_text("half")
+    (tmp_path / "other.records.jsonl").write_text("kept too")
+    remove_leftovers(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, "other.records.jsonl"]
