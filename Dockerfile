@@ -15,7 +15,11 @@ FROM python:3.11-slim
 RUN python -m pip install --no-cache-dir --upgrade pip \
     && useradd --system --uid 10001 --no-create-home exporter
 COPY --from=build /wheels /wheels
-RUN python -m pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+RUN python -m pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+    && install -d -o 10001 -m 0700 /var/lib/vms-downloads-exporter
+# Remembered records survive restarts (mount a volume here to keep them across containers).
+ENV VMS_EXPORTER_STATE__DIRECTORY=/var/lib/vms-downloads-exporter
+VOLUME /var/lib/vms-downloads-exporter
 USER 10001
 EXPOSE 9877
 HEALTHCHECK --interval=30s --timeout=3s \

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,6 +38,8 @@ FORMAT = 1
 KIND = "records"
 CHUNK = 1000
 _STATUSES = frozenset((*DOCUMENTED_STATUSES, OTHER))
+_CANONICAL = {label: label for label in (*_STATUSES, *STREAM_TYPES, *FILE_EXISTS)}
+"""Loaded label values map to the constants, so 100,000 records share three strings, not 300,000."""
 
 
 def store_for(
@@ -78,13 +80,8 @@ class RecordStore:
         }
         yield _line(header)
         for start in range(0, len(records), CHUNK):
-            yield _line(
-                [
-                    [r.id, r.status, r.stream_type, r.file_exists, r.created_at, r.updated_at,
-                     r.camera_id]
-                    for r in records[start : start + CHUNK]
-                ]
-            )  # fmt: skip
+            rows = ",".join(map(_row, records[start : start + CHUNK]))
+            yield f"[{rows}]\n".encode()
         yield _line({"end": len(records)})
 
     def load(self, now: float) -> Memory | None:
@@ -131,6 +128,20 @@ class RecordStore:
         return Memory(records, started)
 
 
+def _row(r: Download) -> str:
+    """One record as a JSON array, built from strings only: no containers for the GC to chase."""
+    updated = "null" if r.updated_at is None else repr(r.updated_at)
+    camera = "null" if r.camera_id is None else _string(r.camera_id)
+    return (
+        f'[{_string(r.id)},"{r.status}","{r.stream_type}","{r.file_exists}",'
+        f"{r.created_at!r},{updated},{camera}]"
+    )
+
+
+def _string(text: str) -> str:
+    return f'"{text}"' if text.isalnum() and text.isascii() else json.dumps(text)
+
+
 def _line(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":"), allow_nan=False).encode() + b"\n"
 
@@ -163,32 +174,24 @@ def _float(value: object) -> float | None:
     return None
 
 
-def _label(value: object, choices: Collection[str]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise Unusable("corrupt record")
-    return value
-
-
-def _ident(value: object) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LENGTH:
-        raise Unusable("corrupt record")
-    return value
-
-
 def _record(fields: object) -> Download:
-    if not isinstance(fields, list) or len(fields) != 7:
+    """One saved record, checked field by field; label values become the shared constants."""
+    if type(fields) is not list or len(fields) != 7:
         raise Unusable("corrupt record")
     ident, status, stream_type, exists, created, updated, camera = fields
-    created_at = _float(created)
-    updated_at = None if updated is None else _float(updated)
-    if created_at is None or (updated is not None and updated_at is None):
-        raise Unusable("corrupt record")
-    return Download(
-        id=_ident(ident),
-        status=_label(status, _STATUSES),
-        stream_type=_label(stream_type, STREAM_TYPES),
-        file_exists=_label(exists, FILE_EXISTS),
-        created_at=created_at,
-        updated_at=updated_at,
-        camera_id=None if camera is None else _ident(camera),
-    )
+    status = _CANONICAL.get(status) if type(status) is str else None
+    stream_type = _CANONICAL.get(stream_type) if type(stream_type) is str else None
+    exists = _CANONICAL.get(exists) if type(exists) is str else None
+    if (
+        type(ident) is str
+        and 0 < len(ident) <= MAX_ID_LENGTH
+        and status in _STATUSES
+        and stream_type in STREAM_TYPES
+        and exists in FILE_EXISTS
+        and type(created) is float
+        and math.isfinite(created)
+        and (updated is None or (type(updated) is float and math.isfinite(updated)))
+        and (camera is None or (type(camera) is str and 0 < len(camera) <= MAX_ID_LENGTH))
+    ):
+        return Download(ident, status, stream_type, exists, created, updated, camera)
+    raise Unusable("corrupt record")

@@ -14,7 +14,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 
 from exporter.core import Memory
 from exporter.records_store import CHUNK, FORMAT, RecordStore
-from exporter.vms.models import with_details
+from exporter.vms.models import COMPLETED, with_details
 from tests.builders import T0, rec
 from tests.exporter_harness import Harness, exporter_on_simulator, parse_exemplars
 from vms_simulator import SimulatorConfig
@@ -33,6 +33,7 @@ def memory(count: int = 3) -> Memory:
         for i in range(count)
     ]
     records.append(rec("x-1", "other", stream="unknown", exists="unknown", updated=None))
+    records.append(rec("ид 7", "completed", camera='cam "a"\\b'))  # escaped in JSON
     return Memory({r.id: r for r in records}, T0 - 60)
 
 
@@ -40,7 +41,9 @@ def test_round_trip_in_chunks(tmp_path: Path) -> None:
     saved = memory(2 * CHUNK + 5)
     store(tmp_path).save(saved, T0)
     assert len(store(tmp_path).path.read_bytes().splitlines()) == 1 + 3 + 1
-    assert store(tmp_path).load(T0 + 60) == saved
+    loaded = store(tmp_path).load(T0 + 60)
+    assert loaded == saved
+    assert loaded is not None and loaded.records["1"].status is COMPLETED  # shared, not copied
 
 
 def test_names_and_logins_never_reach_the_disk(tmp_path: Path) -> None:
