@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,57 @@ async def test_serves_metrics_and_stops_on_sigterm_within_2s(
     assert elapsed < 2.0, f"took {elapsed:.2f}s to stop"
     assert '"msg": "exporter started"' in err
     assert "demo" not in err.replace('"target": "main"', "")
+
+
+async def _failed_ids(session: aiohttp.ClientSession, url: str) -> set[str]:
+    params = {"per_page": "1000", "page": "1", "from": "2000-01-01 00:00:00"}
+    params["to"] = "2100-01-01 00:00:00"
+    async with session.get(
+        url + "/api/v1/users/downloads", params=params, headers={"Authorization": "Bearer demo"}
+    ) as response:
+        body = await response.json()
+    assert body["meta"]["last_page"] == 1
+    return {str(i["id"]) for i in body["data"] if i["status"] == "failed"}
+
+
+async def test_an_export_failed_while_stopped_is_counted_after_the_restart(
+    tmp_path: Path,
+) -> None:
+    sim_config = SimulatorConfig(downloads=50, seed=2, arrival_interval=0.5, fail_ratio=0)
+    sim = await start_simulator(sim_config)
+    state = tmp_path / "state"
+    state.mkdir()
+    port = free_port()
+    path = config_file(tmp_path, sim.url, f"[state]\ndirectory = '{state}'\n")
+    args = ("--config.file", str(path), "--web.listen-address", f"127.0.0.1:{port}")
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with exporter_process(*args) as proc:
+                await wait_for(f"http://127.0.0.1:{port}/-/ready")
+                until = time.monotonic() + DEADLINE
+                while not (state / "main.records.jsonl").exists():
+                    assert time.monotonic() < until, "no state saved"
+                    await asyncio.sleep(0.1)
+                assert (await stop(proc))[0] == 0
+            async with session.post(
+                sim.url + "/-/sim/faults", json={"fail_new_exports": True}
+            ) as response:
+                assert response.status == 200
+            until = time.monotonic() + 40
+            while not await _failed_ids(session, sim.url):  # exports fail within 3 to 20 s
+                assert time.monotonic() < until, "the simulator failed no export"
+                await asyncio.sleep(0.5)
+            async with exporter_process(*args) as proc:
+                await wait_for(f"http://127.0.0.1:{port}/-/ready")
+                text = await wait_for(f"http://127.0.0.1:{port}/metrics")
+                failed = await _failed_ids(session, sim.url)
+                assert (await stop(proc))[0] == 0
+    finally:
+        await sim.close()
+    counted = parse_metrics(text)[
+        ("vms_downloads_finished_total", frozenset({("target", "main"), ("status", "failed")}))
+    ]
+    assert 1 <= counted <= len(failed)  # a baseline would have counted 0
 
 
 async def test_demo_shows_every_status_within_seconds() -> None:
