@@ -18,6 +18,7 @@ from exporter.config import (
     parse_listen_address,
     parse_size,
 )
+from tests.certs import bcrypt_hash
 
 MINIMAL = """
 [targets.main]
@@ -485,3 +486,15 @@ def test_any_toml_document_is_settings_or_config_errors_never_an_exception(
         for problem in exc.problems:
             key = problem.split(":", 1)[0]
             assert key and ": " in problem, problem
+
+
+def test_show_details_needs_basic_auth_users(tmp_path: Path) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text("http_server_config:\n  headers:\n    X-Frame-Options: deny\n")
+    details = MINIMAL + f"\n[web]\nshow_details = true\nconfig_file = '{web}'\n"
+    assert problems(tmp_path, details) == [
+        "web.show_details: names and logins are shown only behind basic auth: "
+        "set basic_auth_users in web.config_file (or show_details = false)"
+    ]
+    web.write_text(f"basic_auth_users:\n  op: '{bcrypt_hash('pw')}'\n")
+    assert load_settings(write(tmp_path, details)).web.show_details

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import aiohttp
+
+from tests.certs import bcrypt_hash, outcome
 from tests.exporter_harness import exporter_on_simulator
 from vms_simulator import SimulatorConfig
 
@@ -70,12 +74,16 @@ async def test_html_is_linked_from_the_landing_page_and_filters_by_target() -> N
     assert json.loads(by_accept)["targets"]["main"]["failed"][0]["id"] == truth["failed"][0]
 
 
-async def test_names_and_logins_only_with_show_details() -> None:
-    async with exporter_on_simulator(SIM, web={"show_details": True}) as h:
+async def test_names_and_logins_only_with_show_details_behind_basic_auth(tmp_path: Path) -> None:
+    web_config = tmp_path / "web.yml"
+    web_config.write_text(f"basic_auth_users:\n  oncall: '{bcrypt_hash('pw')}'\n")
+    async with exporter_on_simulator(SIM, web={"show_details": True}, web_config=web_config) as h:
         await h.poller.poll_once()
         items = {str(i["id"]): i for i in await h.simulator_items()}
-        _, text, _ = await h.get("/problems?format=json")
-        _, page, _ = await h.get("/problems")
+        assert await outcome(h.url + "/problems", None, None) == 401
+        auth = aiohttp.encode_basic_auth("oncall", "pw")
+        _, text, _ = await h.get("/problems?format=json", Authorization=auth)
+        _, page, _ = await h.get("/problems", Authorization=auth)
     failed = json.loads(text)["targets"]["main"]["failed"]
     assert failed
     for shown in failed:
