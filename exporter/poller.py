@@ -294,7 +294,7 @@ class TargetPoller:
             if not self._save_failed:
                 log.warning(
                     "cannot save the remembered records; a restart will start a new baseline",
-                    extra={"target": self.name, "path": str(self._store.path), "error": exc},
+                    extra={"target": self.name, "path": str(self._store.path), "error": str(exc)},
                 )
             self._save_failed = True
         else:

@@ -215,3 +215,38 @@ async def test_a_truncated_state_file_means_one_log_line_and_a_baseline(
         ignored = [r for r in caplog.records if r.getMessage().startswith("saved state ignored")]
         assert len(ignored) == 1 and ignored[0].reason == "truncated"  # type: ignore[attr-defined]
         assert store(tmp_path, h.simulator.url + "/api/v1/users/downloads").load(h.clock())
+
+
+async def test_a_failing_save_is_logged_once_and_polling_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = tmp_path / "state"
+    _make(state)
+    async with exporter_on_simulator(SIM, state_dir=state) as h:
+        await h.poller.poll_once()
+        _remove(state)  # the disk refuses from now on
+        with caplog.at_level(logging.INFO):
+            for _ in range(3):
+                h.clock.advance(60)
+                assert (await h.poller.poll_once()).result == "success"
+            _make(state)
+            await h.poller.poll_once()
+        messages = [r.getMessage() for r in caplog.records]
+        assert (
+            messages.count(
+                "cannot save the remembered records; a restart will start a new baseline"
+            )
+            == 1
+        )
+        assert "remembered records saved again" in messages
+        assert store(state, h.simulator.url + "/api/v1/users/downloads").load(h.clock())
+
+
+def _make(directory: Path) -> None:
+    directory.mkdir()
+
+
+def _remove(directory: Path) -> None:
+    for path in directory.iterdir():
+        path.unlink()
+    directory.rmdir()
