@@ -17,9 +17,7 @@ RUN python -m pip install --no-cache-dir --upgrade pip \
 COPY --from=build /wheels /wheels
 RUN python -m pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
     && install -d -o 10001 -m 0700 /var/lib/vms-downloads-exporter
-# Remembered records survive restarts (mount a volume here to keep them across containers).
-ENV VMS_EXPORTER_STATE__DIRECTORY=/var/lib/vms-downloads-exporter
-VOLUME /var/lib/vms-downloads-exporter
+# For [state] directory = "/var/lib/vms-downloads-exporter" (mount a volume there).
 USER 10001
 EXPOSE 9877
 HEALTHCHECK --interval=30s --timeout=3s \

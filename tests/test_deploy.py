@@ -22,12 +22,20 @@ def services() -> dict[str, Any]:
 
 
 def test_compose_exporter_environment_is_a_valid_configuration(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    for key, value in services()["exporter"]["environment"].items():
+    exporter = services()["exporter"]
+    environment = dict(exporter["environment"])
+    # The state directory is a volume in the container: it must be mounted, and stands
+    # for a writable directory here.
+    state = environment.pop("VMS_EXPORTER_STATE__DIRECTORY")
+    assert any(str(v).split(":")[1] == state for v in exporter["volumes"]), "state not on a volume"
+    environment["VMS_EXPORTER_STATE__DIRECTORY"] = str(tmp_path)
+    for key, value in environment.items():
         monkeypatch.setenv(key, str(value))
     settings = load_settings()
     assert settings.targets["default"].url == "http://simulator:8080"
+    assert settings.state.directory == tmp_path
 
 
 def test_compose_simulator_command_is_valid() -> None:
