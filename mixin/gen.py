@@ -167,6 +167,8 @@ def _links(settings: Settings) -> dict[str, str]:
     for kind, exporter in exporters.items():
         base = settings.exporter_url or exporter
         links[f"runbook_{kind}"] = settings.runbook_url or f"{base}/runbook"
+    problems = settings.exporter_url or exporters["for_target"]
+    links["problems_for_target"] = f"{problems}/problems?target={{{{ $labels.target }}}}"
     grafana = f"{settings.grafana_url}/d/{DASHBOARD_UID}"
     links["dashboard"] = grafana
     links["dashboard_for_target"] = f"{grafana}?var-target={{{{ $labels.target }}}}"

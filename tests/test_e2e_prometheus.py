@@ -11,6 +11,7 @@ are new exports made to fail for the alert test.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -301,6 +302,11 @@ def test_failed_exports_alert_fires_only_after_failures(stack: Stack) -> None:
     with urllib.request.urlopen(runbook, timeout=5) as response:  # noqa: S310 (loopback)
         assert f'id="{anchor}"'.encode() in response.read()
     assert alert["annotations"]["description"].endswith("/d/vms-downloads?var-target=main")
+    which = re.search(r"Which ones: (\S+)", alert["annotations"]["description"])
+    assert which and which.group(1) == f"{stack.exporter}/problems?target=main"
+    listed = _get(which.group(1) + "&format=json")["targets"]["main"]["failed"]
+    failed_ids = {str(i["id"]) for i in stack.simulator_items() if i["status"] == "failed"}
+    assert listed and {e["id"] for e in listed} <= failed_ids
 
 
 def test_a_failed_export_is_named_by_its_exemplar(stack: Stack) -> None:
