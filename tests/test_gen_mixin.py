@@ -108,6 +108,18 @@ def test_links_follow_the_settings(tmp_path: Path) -> None:
         assert (
             "Dashboard: https://grafana.example/d/vms-downloads" in rule.annotations["description"]
         )
+    which = {
+        r.name
+        for r in load_rules([out / RULES_OUT])
+        if "Which ones: https://vms-exporter.example/problems?target={{ $labels.target }} "
+        in r.annotations["description"]
+    }
+    assert which == {
+        "VmsDownloadsExportFailed",
+        "VmsDownloadsFailureRatioHigh",
+        "VmsDownloadsExportStuck",
+        "VmsDownloadsFileRemoved",
+    }
     board = load_dashboard(out / DASHBOARD_OUT)
     assert board["links"][0]["url"] == "https://vms-exporter.example/runbook"
     out = generate(tmp_path, 'runbook_url = "https://git.example/ops/runbook.md"\n')
