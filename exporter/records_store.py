@@ -116,12 +116,13 @@ class RecordStore:
         if now - started > self._lookback:
             raise Unusable("older than the lookback")
         records: dict[str, Download] = {}
+        cameras: dict[str, str] = {}  # one string per camera, not one per record
         for _ in range(math.ceil(count / CHUNK)):
             chunk = _json(_read_line(lines))
             if not isinstance(chunk, list):
                 raise Unusable("truncated or corrupt: a chunk of records is missing")
             for fields in chunk:
-                record = _record(fields)
+                record = _record(fields, cameras)
                 records[record.id] = record
         if _object(_read_line(lines)) != {"end": count} or len(records) != count:
             raise Unusable("truncated or corrupt: the number of records does not match")
@@ -174,7 +175,7 @@ def _float(value: object) -> float | None:
     return None
 
 
-def _record(fields: object) -> Download:
+def _record(fields: object, cameras: dict[str, str]) -> Download:
     """One saved record, checked field by field; label values become the shared constants."""
     if type(fields) is not list or len(fields) != 7:
         raise Unusable("corrupt record")
@@ -193,5 +194,7 @@ def _record(fields: object) -> Download:
         and (updated is None or (type(updated) is float and math.isfinite(updated)))
         and (camera is None or (type(camera) is str and 0 < len(camera) <= MAX_ID_LENGTH))
     ):
+        if camera is not None:
+            camera = cameras.setdefault(camera, camera)
         return Download(ident, status, stream_type, exists, created, updated, camera)
     raise Unusable("corrupt record")

@@ -29,7 +29,12 @@ def store(directory: Path, url: str = URL) -> RecordStore:
 
 def memory(count: int = 3) -> Memory:
     records = [
-        rec(i, ("in_progress", "completed", "failed")[i % 3], created=T0 - i, camera=None)
+        rec(
+            i,
+            ("in_progress", "completed", "failed")[i % 3],
+            created=T0 - i,
+            camera=None if i % 4 == 0 else str(i % 5),
+        )
         for i in range(count)
     ]
     records.append(rec("x-1", "other", stream="unknown", exists="unknown", updated=None))
@@ -44,6 +49,8 @@ def test_round_trip_in_chunks(tmp_path: Path) -> None:
     loaded = store(tmp_path).load(T0 + 60)
     assert loaded == saved
     assert loaded is not None and loaded.records["1"].status is COMPLETED  # shared, not copied
+    cameras = [r.camera_id for r in loaded.records.values() if r.camera_id == "1"]
+    assert len(cameras) > 1 and len({id(c) for c in cameras}) == 1
 
 
 def test_names_and_logins_never_reach_the_disk(tmp_path: Path) -> None:
