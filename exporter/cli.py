@@ -201,7 +201,13 @@ async def serve(
     service.web_config = web_config
     try:
         runner, addresses = await start_server(
-            create_app(metrics, service.pollers, web_config, reload=service.reload),
+            create_app(
+                metrics,
+                service.pollers,
+                web_config,
+                reload=service.reload,
+                external_url=settings.web.external_url,
+            ),
             host,
             port,
             web_config.ssl_context if web_config else None,

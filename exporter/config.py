@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -184,6 +185,20 @@ class WebSettings(_Section):
     config_file: Path | None = None
     show_details: bool = False
     """/problems shows names and logins; only with basic auth, else a configuration error."""
+    external_url: str | None = None
+    """How people reach this exporter (behind a proxy, say): the base the alert links use."""
+
+    @field_validator("external_url")
+    @classmethod
+    def _check_external_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL with a host")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("must not carry a query, a fragment or credentials")
+        return value.rstrip("/")
 
     @field_validator("listen_address")
     @classmethod

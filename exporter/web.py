@@ -33,6 +33,7 @@ def create_app(
     web_config: LiveWebConfig | None = None,
     reload: Reload | None = None,
     clock: Callable[[], float] = time.time,
+    external_url: str | None = None,
 ) -> web.Application:
     """The exporter's routes; with ``web_config``, behind its basic auth and headers.
 
@@ -44,7 +45,7 @@ def create_app(
     app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
     app.router.add_get("/-/healthy", _healthy)
     app.router.add_get("/-/ready", _ready_handler(pollers))
-    app.router.add_get("/", _landing_handler(pollers))
+    app.router.add_get("/", _landing_handler(pollers, external_url))
     app.router.add_get("/runbook", _runbook)
     app.router.add_get("/problems", problems_handler(pollers, clock))
     if reload is not None:
@@ -90,7 +91,7 @@ def _when(timestamp: float | None) -> str:
     return f"{when} ({time.time() - timestamp:.0f}s ago)"
 
 
-def _landing_handler(pollers: Sequence[TargetPoller]) -> Handler:
+def _landing_handler(pollers: Sequence[TargetPoller], external_url: str | None) -> Handler:
     async def landing(request: web.Request) -> web.Response:
         rows = []
         for poller in pollers:
@@ -107,6 +108,19 @@ def _landing_handler(pollers: Sequence[TargetPoller]) -> Handler:
                 f"<td>{html.escape(last.error or '') if last else ''}</td>"
                 "</tr>"
             )
+        if external_url:
+            base = html.escape(external_url)
+            links = (
+                f"Alert links point here as <code>{base}/runbook</code> and "
+                f"<code>{base}/problems</code> (<code>[web] external_url</code>; "
+                "the mixin's <code>exporter_url</code> should be the same)."
+            )
+        else:
+            links = (
+                "Alert links reach this page at the address Prometheus scrapes "
+                "(set <code>[web] external_url</code> and the mixin's "
+                "<code>exporter_url</code> when people reach it elsewhere)."
+            )
         page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>VMS downloads exporter</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
@@ -117,6 +131,7 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}</style></head>
 <a href="-/healthy">healthy</a> · <a href="-/ready">ready</a> ·
 <a href="runbook">Runbook</a> (what each alert means and what to do)</p>
 <p>Values come from a background poll of each VMS, not from the scrape.</p>
+<p>{links}</p>
 <table><tr><th>target</th><th>URL</th><th>last poll</th><th>result</th>
 <th>last success</th><th>downloads in window</th><th>error</th></tr>
 {"".join(rows)}

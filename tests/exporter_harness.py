@@ -199,7 +199,9 @@ async def _start_exporter(
         ),
     )
     context = live.ssl_context if live is not None else None
-    app = create_app(exporter_metrics, [poller], live, clock=clock)
+    app = create_app(
+        exporter_metrics, [poller], live, clock=clock, external_url=settings.web.external_url
+    )
     runner, addresses = await start_server(app, "127.0.0.1", 0, context)
     scheme = "https" if context is not None else "http"
     return exporter_metrics, poller, runner, f"{scheme}://{addresses[0]}"

@@ -254,6 +254,8 @@ def test_shorthand_mixed_with_file_targets_is_an_error(
         (MINIMAL + "\n[web]\nlisten_address = 'localhost'\n", "web.listen_address: expected"),
         (MINIMAL + "\n[metrics]\nmax_cameras = 0\n", "metrics.max_cameras"),
         (MINIMAL + "\n[web]\nshow_details = true\n", "web.show_details: names and logins"),
+        (MINIMAL + "\n[web]\nexternal_url = 'vms-exporter'\n", "web.external_url: expected"),
+        (MINIMAL + "\n[web]\nexternal_url = 'https://h/?a=1'\n", "web.external_url: must not"),
         (MINIMAL + "\n[poll]\nlookback = '200000w'\n", "poll.lookback: duration must not"),
         (MINIMAL + "\n[poll]\nmax_staleness = 'nan'\n", "poll.max_staleness: duration"),
         (MINIMAL + "\n[poll]\nfull_resync = '-1m'\n", "poll.full_resync: invalid duration"),

@@ -498,3 +498,12 @@ async def test_a_reload_that_changes_the_target_polls_in_full_through_the_new_cl
         outcome = await h.poller.poll_once()
         assert (outcome.result, outcome.mode) == ("success", "full")
         assert outcome.pages >= 300 / 20  # pages of 20: the new client asked
+
+
+async def test_landing_page_names_the_base_of_alert_links() -> None:
+    async with exporter_on_simulator() as h:
+        _, default_page, _ = await h.get("/")
+    async with exporter_on_simulator(web={"external_url": "https://vms-exporter.example/"}) as h:
+        _, page, _ = await h.get("/")
+    assert "at the address Prometheus scrapes" in default_page
+    assert "<code>https://vms-exporter.example/runbook</code>" in page
