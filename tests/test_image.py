@@ -5,7 +5,8 @@ exec-form entry point, health check, labels, .dockerignore, the locks). The ``im
 then build what it builds the way it builds it: its ENV, WORKDIR and COPY are replayed
 under a temporary root, its RUN install commands run verbatim (parsed from the file, not
 copied) with this machine's Python standing in for the base image's, and the image's exact
-ENTRYPOINT/CMD and HEALTHCHECK command run against the simulator. What this cannot show:
+ENTRYPOINT/CMD and HEALTHCHECK command run against the simulator, the entry point also as
+PID 1 of its own PID namespace (as in a container) where unshare may. What this cannot show:
 the base image itself, the numeric user, the read-only layers, Docker's own health-check
 scheduling. Deselect the slow part with ``-m "not image"``.
 """
@@ -373,12 +374,16 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
 
 @asynccontextmanager
 async def process(
-    image: Image, argv: list[str], env: dict[str, str]
+    image: Image, argv: list[str], env: dict[str, str], pid1: bool = False
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``argv`` as the container would run it: resolved on the image's PATH, in its WORKDIR."""
+    """``argv`` as the container would run it: resolved on the image's PATH, in its WORKDIR;
+    with ``pid1``, as PID 1 of a new PID namespace (``unshare`` waits for it, exits as it does).
+    """
     executable = shutil.which(argv[0], path=image.env["PATH"])
     assert executable is not None and executable.startswith(str(image.root)), argv[0]
+    prefix = ["unshare", "--pid", "--fork", "--kill-child", "--"] if pid1 else []
     proc = await asyncio.create_subprocess_exec(
+        *prefix,
         executable,
         *argv[1:],
         cwd=image.workdir,
@@ -437,26 +442,65 @@ def test_runtime_environment_has_the_locked_versions_and_no_pip(image: Image) ->
     assert {str(canonicalize_name(k)): v for k, v in installed.items()} == expected
 
 
+def shorthand(vms: str, port: int) -> dict[str, str]:
+    """Configuration by the environment alone."""
+    return {
+        "VMS_EXPORTER_URL": vms,
+        "VMS_EXPORTER_TOKEN": "demo",
+        "VMS_EXPORTER_TIMEZONE": "Europe/Moscow",
+        "VMS_EXPORTER_WEB__LISTEN_ADDRESS": f"127.0.0.1:{port}",
+    }
+
+
+async def stops_on_sigterm(proc: asyncio.subprocess.Process, pid: int) -> None:
+    started = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
+    await asyncio.wait_for(proc.wait(), DEADLINE)
+    assert proc.returncode == 0
+    assert time.monotonic() - started < 2.0
+
+
+def pid_namespaces() -> bool:
+    probe = ["unshare", "--pid", "--fork", "--kill-child", "--", "true"]
+    try:
+        return subprocess.run(probe, capture_output=True, timeout=10, check=False).returncode == 0
+    except FileNotFoundError:
+        return False
+
+
+def namespace_init(unshare: int) -> int:
+    """The host PID of the process ``unshare`` started, checked to be PID 1 in its namespace."""
+    (child,) = map(int, Path(f"/proc/{unshare}/task/{unshare}/children").read_text().split())
+    status = Path(f"/proc/{child}/status").read_text()
+    assert re.search(r"^NSpid:\s+\d+\s+1$", status, re.MULTILINE), "not PID 1"
+    return child
+
+
 @pytest.mark.image
 async def test_image_runs_on_environment_shorthand_alone(image: Image) -> None:
     port = free_port()
     async with simulator(image) as vms:
-        env = {
-            "VMS_EXPORTER_URL": vms,
-            "VMS_EXPORTER_TOKEN": "demo",
-            "VMS_EXPORTER_TIMEZONE": "Europe/Moscow",
-            "VMS_EXPORTER_WEB__LISTEN_ADDRESS": f"127.0.0.1:{port}",
-        }
+        env = shorthand(vms, port)
         assert not (image.workdir / "config.toml").exists()
         async with process(image, image.command, env) as exporter:
             assert await scrape_up(f"http://127.0.0.1:{port}") == 1
             assert await healthcheck(image, env) == 0
-            started = time.monotonic()
-            exporter.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(exporter.wait(), DEADLINE)
-            assert exporter.returncode == 0
-            assert time.monotonic() - started < 2.0
+            await stops_on_sigterm(exporter, exporter.pid)
         assert await healthcheck(image, env) == 1, "nothing listens any more"
+
+
+@pytest.mark.image
+async def test_image_entrypoint_as_pid_1_stops_on_sigterm(image: Image) -> None:
+    """PID 1 gets no default signal actions: only a handler of its own stops it on SIGTERM."""
+    if not pid_namespaces():
+        pytest.skip("cannot create a PID namespace here (unshare needs root)")
+    port = free_port()
+    async with (
+        simulator(image) as vms,
+        process(image, image.command, shorthand(vms, port), pid1=True) as unshare,
+    ):
+        assert await scrape_up(f"http://127.0.0.1:{port}") == 1
+        await stops_on_sigterm(unshare, namespace_init(unshare.pid))
 
 
 @pytest.mark.image
