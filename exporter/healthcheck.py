@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 
 DEFAULT_PORT = 9877
 LISTEN_ENV = "VMS_EXPORTER_WEB__LISTEN_ADDRESS"
-TIMEOUT = 3.0
+TIMEOUT = 2.0  # per attempt; HTTP then HTTPS stays within the image's --timeout=5s
 
 
 class _NotPlainHttp(Exception):

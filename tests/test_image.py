@@ -35,6 +35,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from exporter import __version__
+from exporter import healthcheck as healthcheck_module
 from exporter.config import WebSettings, parse_listen_address
 from tests.exporter_harness import parse_metrics, value
 from tests.processes import DEADLINE, free_port, wait_for
@@ -182,7 +183,11 @@ def test_entrypoint_and_healthcheck_are_exec_form() -> None:
     (health,) = final("HEALTHCHECK")
     options, _, command = health.args.partition("CMD ")
     assert json.loads(command)[:3] == ["python", "-m", "exporter.healthcheck"]
-    assert "--timeout=" in options and "--interval=" in options
+    assert "--interval=" in options
+    timeout = re.search(r"--timeout=(\d+)s", options)
+    assert timeout is not None, options
+    # An attempt over HTTP, then one over HTTPS, within Docker's timeout.
+    assert int(timeout.group(1)) > 2 * healthcheck_module.TIMEOUT
 
 
 def test_oci_labels_name_the_image_and_its_version() -> None:

@@ -285,6 +285,7 @@ def test_kustomizations_list_every_manifest_once() -> None:
     for directory in KUSTOMIZATIONS:
         spec = kustomization(directory)
         listed = spec.get("resources", []) + [p["path"] for p in spec.get("patches", [])]
+        assert len(listed) == len(set(listed)), f"{directory}: listed twice"
         for entry in listed:
             assert (directory / entry).exists(), f"{directory}: {entry} is missing"
         here = {p.name for p in directory.glob("*.yaml") if p.name != "kustomization.yaml"}
