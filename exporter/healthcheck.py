@@ -5,7 +5,9 @@ only. Without a URL it asks ``/-/healthy`` on the loopback at the port of
 ``$VMS_EXPORTER_WEB__LISTEN_ADDRESS`` (default 9877). When the exporter serves TLS
 (``web.config_file``), the plain-HTTP request fails at the protocol level and the
 check asks again over HTTPS without verifying the certificate: it only checks that
-the process on this host answers, and ``/-/healthy`` is never behind basic auth.
+the process on this host answers, and ``/-/healthy`` is never behind basic auth. A TLS 1.3
+server that completes the handshake and then hangs up (it demands a client certificate the
+check does not have) counts as alive too.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ import http.client
 import os
 import ssl
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
+from urllib.parse import urlsplit
 
 DEFAULT_PORT = 9877
 LISTEN_ENV = "VMS_EXPORTER_WEB__LISTEN_ADDRESS"
@@ -42,33 +43,51 @@ def default_url(environ: Mapping[str, str]) -> str:
     return f"http://{shown}:{port}/-/healthy"
 
 
+def _unverified() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # liveness on this host, not an identity check
+    return context
+
+
 def _get(url: str, timeout: float) -> str | None:
     """None when ``url`` answers 200, else the reason."""
-    context = None
-    if url.startswith("https://"):
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE  # liveness on this host, not an identity check
+    parts = urlsplit(url)
+    https = parts.scheme == "https"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"not an http(s) URL: {url}"
+    conn: http.client.HTTPConnection
+    if https:
+        conn = http.client.HTTPSConnection(
+            parts.hostname, parts.port or 443, timeout=timeout, context=_unverified()
+        )
+    else:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
     try:
-        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:  # noqa: S310
-            return None if response.status == 200 else f"HTTP {response.status}"
-    except urllib.error.HTTPError as exc:
-        if exc.code == 400 and url.startswith("http://"):
-            raise _NotPlainHttp from None  # e.g. "client sent an HTTP request to an HTTPS server"
-        return f"HTTP {exc.code}"
-    except (http.client.BadStatusLine, ConnectionResetError) as exc:
-        if url.startswith("http://"):
-            raise _NotPlainHttp from None
-        return f"bad answer: {exc!r}"
-    except urllib.error.URLError as exc:
-        reason = exc.reason
-        if isinstance(reason, ConnectionResetError | http.client.BadStatusLine) and url.startswith(
-            "http://"
-        ):
-            raise _NotPlainHttp from None
-        return str(reason.strerror if isinstance(reason, OSError) and reason.strerror else reason)
-    except (TimeoutError, OSError) as exc:
-        return str(exc) or type(exc).__name__
+        try:
+            conn.connect()  # TCP, and over HTTPS the TLS handshake
+        except ssl.SSLError as exc:
+            return f"TLS handshake failed: {exc.reason or exc}"
+        except OSError as exc:
+            return exc.strerror or str(exc) or type(exc).__name__
+        try:
+            conn.request("GET", parts.path or "/", headers={"Connection": "close"})
+            response = conn.getresponse()
+            response.read()
+        except (http.client.BadStatusLine, ConnectionResetError):
+            if not https:
+                raise _NotPlainHttp from None  # a TLS server hung up on plain HTTP
+            # The handshake succeeded, then the server hung up without an answer: TLS 1.3's
+            # way of refusing a client without a certificate (client_auth_type Require*).
+            # The exporter's TLS layer answered, which is all liveness asks.
+            return None
+        except (OSError, http.client.HTTPException) as exc:
+            return str(exc) or type(exc).__name__
+    finally:
+        conn.close()
+    if response.status == 400 and not https:
+        raise _NotPlainHttp  # e.g. "client sent an HTTP request to an HTTPS server"
+    return None if response.status == 200 else f"HTTP {response.status}"
 
 
 def check(url: str, timeout: float = TIMEOUT) -> str | None:

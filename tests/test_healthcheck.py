@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import ssl
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,40 +14,18 @@ import pytest
 from aiohttp import web
 
 from exporter import healthcheck
+from tests.certs import make_pki
 from tests.processes import free_port
 
 
-def self_signed(directory: Path) -> ssl.SSLContext:
-    """A server context with a throw-away self-signed certificate made by openssl."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        if os.environ.get("CI"):
-            pytest.fail("openssl is required in CI")
-        pytest.skip("openssl not found")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
+def server_tls(directory: Path, require_client_cert: bool = False) -> ssl.SSLContext:
+    """A server context with a certificate from a throw-away CA the health check does not know."""
+    pki = make_pki(directory)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    context.load_cert_chain(pki.cert_file, pki.key_file)
+    if require_client_cert:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(pki.ca_file)
     return context
 
 
@@ -87,11 +63,23 @@ async def test_healthy_over_plain_http() -> None:
         assert await check(f"http://127.0.0.1:{port}/-/healthy") is None
 
 
-async def test_healthy_over_tls_with_a_self_signed_certificate(tmp_path: Path) -> None:
-    async with server(tls=self_signed(tmp_path)) as port:
+async def test_healthy_over_tls_with_an_unknown_certificate(tmp_path: Path) -> None:
+    async with server(tls=server_tls(tmp_path)) as port:
         # The http:// URL the image uses by default still works once TLS is on.
         assert await check(f"http://127.0.0.1:{port}/-/healthy") is None
         assert await check(f"https://127.0.0.1:{port}/-/healthy") is None
+
+
+async def test_a_server_demanding_a_client_certificate_is_alive(tmp_path: Path) -> None:
+    """RequireAndVerifyClientCert: the check has no certificate, but the TLS layer answered."""
+    async with server(tls=server_tls(tmp_path, require_client_cert=True)) as port:
+        assert await check(f"http://127.0.0.1:{port}/-/healthy") is None
+
+
+async def test_a_plain_server_that_is_not_the_exporter_fails_over_tls() -> None:
+    async with server() as port:
+        problem = await check(f"https://127.0.0.1:{port}/-/healthy")
+        assert problem is not None
 
 
 async def test_an_unhealthy_answer_fails_with_its_status() -> None:

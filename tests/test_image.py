@@ -37,6 +37,7 @@ from packaging.utils import canonicalize_name
 from exporter import __version__
 from exporter import healthcheck as healthcheck_module
 from exporter.config import WebSettings, parse_listen_address
+from tests.certs import bcrypt_hash, make_pki, outcome
 from tests.exporter_harness import parse_metrics, value
 from tests.processes import DEADLINE, free_port, wait_for
 
@@ -534,3 +535,32 @@ async def test_image_runs_on_a_mounted_config_file(image: Image) -> None:
                 assert exporter.returncode == 0
         finally:
             config.unlink()
+
+
+@pytest.mark.image
+@pytest.mark.parametrize("client_auth", ["NoClientCert", "RequireAndVerifyClientCert"])
+async def test_health_check_works_with_tls_and_basic_auth_on(
+    image: Image, tmp_path: Path, client_auth: str
+) -> None:
+    """The image's HEALTHCHECK, unchanged, once web.config_file turns on TLS and basic auth."""
+    pki = make_pki(tmp_path / "pki")
+    web_config = tmp_path / "web-config.yml"
+    client_ca = f"  client_ca_file: {pki.ca_file}\n" if client_auth != "NoClientCert" else ""
+    web_config.write_text(
+        f"tls_server_config:\n  cert_file: {pki.cert_file}\n  key_file: {pki.key_file}\n"
+        f"  client_auth_type: {client_auth}\n{client_ca}"
+        f"basic_auth_users:\n  prometheus: '{bcrypt_hash('secret')}'\n"
+    )
+    port = free_port()
+    async with simulator(image) as vms:
+        env = shorthand(vms, port) | {"VMS_EXPORTER_WEB__CONFIG_FILE": str(web_config)}
+        async with process(image, image.command, env) as exporter:
+            url = f"https://localhost:{port}/metrics"
+            client = pki.client_context(client=pki)
+            until = time.monotonic() + DEADLINE
+            while await outcome(url, client, ("prometheus", "secret")) != 200:
+                assert exporter.returncode is None and time.monotonic() < until
+                await asyncio.sleep(0.2)
+            assert await outcome(url, client) == 401, "basic auth is on"
+            assert await healthcheck(image, env) == 0
+            await stops_on_sigterm(exporter, exporter.pid)
