@@ -226,7 +226,8 @@ def locked(path: Path) -> dict[str, str]:
     blocks = re.split(r"^(?=[A-Za-z0-9])", text, flags=re.MULTILINE)
     for block in blocks[1:]:
         assert "--hash=sha256:" in block, f"{path.name}: no hash for {block.split()[0]}"
-    assert "/work/" not in text and "file://" not in text, "a lock names no local path"
+    for local in ("file://", "--find-links", "--extra-index-url", "--index-url"):
+        assert local not in text, f"{path.name} names a package source: {local}"
     return {str(canonicalize_name(name)): version for name, version in pins.items()}
 
 
