@@ -76,6 +76,13 @@ async def measure(downloads: int, polls: int) -> None:
                 raise SystemExit(f"the exporter exited with {exporter.returncode}")
             samples = parse_metrics(await wait_for(url))
             done = value(samples, "vms_exporter_polls_total", target="default", result="success")
+            failed = {
+                dict(labels)["result"]
+                for (name, labels), v in samples.items()
+                if name == "vms_exporter_polls_total" and v and dict(labels)["result"] != "success"
+            }
+            if failed:
+                raise SystemExit(f"polls failed ({', '.join(sorted(failed))}): a smaller size?")
             if (done or 0) >= polls:
                 break
             await asyncio.sleep(1)

@@ -327,8 +327,8 @@ def test_memory_is_requested_and_limited(manifests: list[Manifest]) -> None:
     resources = container(manifests)["resources"]
     request = mebibytes(resources["requests"]["memory"])
     limit = mebibytes(resources["limits"]["memory"])
-    # Measured RSS (see deployment.yaml): 71 MiB with 25,000 downloads in the window.
-    assert 71 <= request <= limit
+    # Measured RSS (see deployment.yaml): 73 MiB with 25,000 downloads in the window.
+    assert 73 <= request <= limit
 
 
 def test_configmap_is_a_valid_configuration_with_the_mounted_secret(
