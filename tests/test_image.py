@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from collections.abc import AsyncIterator
@@ -333,9 +334,12 @@ class Replay:
                         if ignored(str((Path(folder) / n).relative_to(ROOT)).replace(os.sep, "/"))
                     ],
                 )
-            else:
+            elif dest.endswith("/") or len(sources) > 1:  # into a folder, as Docker does
                 target.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(origin, target / origin.name)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(origin, target)
 
     def run(self, command: str) -> None:
         parts = [part.strip() for part in command.split("&&")]
@@ -389,21 +393,23 @@ async def process(
     executable = shutil.which(argv[0], path=image.env["PATH"])
     assert executable is not None and executable.startswith(str(image.root)), argv[0]
     prefix = ["unshare", "--pid", "--fork", "--kill-child", "--"] if pid1 else []
-    proc = await asyncio.create_subprocess_exec(
-        *prefix,
-        executable,
-        *argv[1:],
-        cwd=image.workdir,
-        env={**image.env, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    # Output to a file, never an unread pipe: a full pipe would block the process's logging.
+    with tempfile.TemporaryFile() as output:
+        proc = await asyncio.create_subprocess_exec(
+            *prefix,
+            executable,
+            *argv[1:],
+            cwd=image.workdir,
+            env={**image.env, **env},
+            stdout=output,
+            stderr=output,
+        )
+        try:
+            yield proc
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
 
 
 @asynccontextmanager
@@ -491,6 +497,8 @@ async def test_image_runs_on_environment_shorthand_alone(image: Image) -> None:
         assert not (image.workdir / "config.toml").exists()
         async with process(image, image.command, env) as exporter:
             assert await scrape_up(f"http://127.0.0.1:{port}") == 1
+            # The runbook travels in the wheel (docs/runbook.md, copied by the Dockerfile).
+            assert "VmsExporterTargetDown" in await wait_for(f"http://127.0.0.1:{port}/runbook")
             assert await healthcheck(image, env) == 0
             await stops_on_sigterm(exporter, exporter.pid)
         assert await healthcheck(image, env) == 1, "nothing listens any more"

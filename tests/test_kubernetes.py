@@ -26,7 +26,7 @@ from exporter import __version__
 from exporter.cli import build_parser
 from exporter.config import Settings, load_settings, parse_listen_address
 from tests.test_alert_rules import run as promtool
-from tests.test_deploy import exporter_routes
+from tests.test_deploy import example_job, exporter_routes
 from tests.test_image import final
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -395,12 +395,7 @@ def test_network_policy_lets_in_scrapes_and_out_dns_and_the_vms(
     assert all(rule.get("to") for rule in policy["egress"]), "egress open to everywhere"
 
 
-def alerts_job() -> str:
-    (job,) = set(re.findall(r'job="([^"]+)"', ALERTS.read_text(encoding="utf-8")))
-    return str(job)
-
-
-def test_service_monitor_scrapes_the_service_as_the_rules_expect() -> None:
+def test_service_monitor_scrapes_the_service_under_the_documented_job() -> None:
     manifests = build(K8S / "operator")
     monitor = one(manifests, "ServiceMonitor")["spec"]
     service = one(manifests, "Service")
@@ -408,7 +403,7 @@ def test_service_monitor_scrapes_the_service_as_the_rules_expect() -> None:
     (endpoint,) = monitor["endpoints"]
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert endpoint["path"] in exporter_routes()
-    assert service["metadata"]["labels"][monitor["jobLabel"]] == alerts_job()
+    assert service["metadata"]["labels"][monitor["jobLabel"]] == example_job()
 
 
 def test_prometheusrule_is_up_to_date() -> None:
