@@ -10,8 +10,9 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import aiohttp
 import pytest
@@ -93,3 +94,21 @@ async def stop(
     elapsed = time.monotonic() - started
     assert proc.returncode is not None
     return proc.returncode, elapsed, out.decode(), err.decode()
+
+
+T = TypeVar("T")
+
+
+def eventually(what: str, probe: Callable[[], T | None], deadline: float = 60.0) -> T:
+    """Call ``probe`` until it returns something truthy; fail after ``deadline`` seconds."""
+    until = time.monotonic() + deadline
+    last: Exception | None = None
+    while time.monotonic() < until:
+        try:
+            result = probe()
+            if result:
+                return result
+        except OSError as exc:  # not listening yet
+            last = exc
+        time.sleep(0.5)
+    raise AssertionError(f"{what}: not within {deadline:.0f}s (last error: {last})")

@@ -17,14 +17,14 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
-from tests.processes import binary, free_port
+from tests.processes import binary, eventually, free_port
 from tests.promql_names import ALERTS_PATH, panel_queries
 
 pytestmark = pytest.mark.e2e
@@ -32,8 +32,6 @@ pytestmark = pytest.mark.e2e
 # Not the example's job name, as under the Prometheus Operator (the Service's
 # name): no rule may depend on it (issue 11, point 2).
 JOB = "cctv/vms-exporter"
-WAIT = 60.0
-T = TypeVar("T")
 
 # Panel queries that are empty on a healthy system, by design, with the reason.
 EMPTY_BY_DESIGN: dict[str, str] = {
@@ -46,21 +44,6 @@ EMPTY_BY_DESIGN: dict[str, str] = {
 def _get(url: str, timeout: float = 5.0) -> Any:
     with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (loopback)
         return json.loads(response.read())
-
-
-def _eventually(what: str, probe: Callable[[], T | None], deadline: float = WAIT) -> T:
-    """Call ``probe`` until it returns something truthy; fail after ``deadline`` seconds."""
-    until = time.monotonic() + deadline
-    last: Exception | None = None
-    while time.monotonic() < until:
-        try:
-            result = probe()
-            if result:
-                return result
-        except OSError as exc:  # not listening yet
-            last = exc
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not within {deadline:.0f}s (last error: {last})")
 
 
 @dataclass
@@ -187,7 +170,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         f"http://127.0.0.1:{sim_port}",
     )
     try:
-        _eventually(
+        eventually(
             "Prometheus ready",
             lambda: (
                 urllib.request.urlopen(  # noqa: S310
@@ -209,9 +192,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def test_prometheus_scrapes_the_exporter(stack: Stack) -> None:
-    up = _eventually("exporter target up", lambda: stack.query(f'up{{job="{JOB}"}} == 1'))
+    up = eventually("exporter target up", lambda: stack.query(f'up{{job="{JOB}"}} == 1'))
     assert len(up) == 1
-    vms_up = _eventually("vms_up", lambda: stack.query('vms_up{target="main"} == 1'))
+    vms_up = eventually("vms_up", lambda: stack.query('vms_up{target="main"} == 1'))
     assert vms_up[0]["metric"]["job"] == JOB
 
 
@@ -236,7 +219,7 @@ def test_every_rule_evaluates_without_error(stack: Stack) -> None:
         done = all(not r["lastEvaluation"].startswith("0001") for r in rules)
         return rules if rules and done else None
 
-    rules = _eventually("every rule evaluated once", evaluated)
+    rules = eventually("every rule evaluated once", evaluated)
     broken = {r["name"]: r.get("lastError") for r in rules if r["health"] != "ok"}
     assert not broken
     assert len(rules) >= 10
@@ -244,7 +227,7 @@ def test_every_rule_evaluates_without_error(stack: Stack) -> None:
 
 def test_dead_mans_switch_is_silent_under_another_job_name(stack: Stack) -> None:
     """Before issue 11, VmsExporterAbsent (critical) fired forever on this healthy stack."""
-    _eventually("vms_up", lambda: stack.query('vms_up{target="main"} == 1'))
+    eventually("vms_up", lambda: stack.query('vms_up{target="main"} == 1'))
     time.sleep(3)  # a few evaluations (every second) with the exporter up
     assert stack.query("absent(vms_exporter_build_info)") == []
     assert "VmsExporterAbsent" not in stack.alerts()
@@ -265,7 +248,7 @@ def test_every_panel_query_returns_data(stack: Stack) -> None:
         return not pending
 
     try:
-        _eventually("every panel query returns a series", all_have_data)
+        eventually("every panel query returns a series", all_have_data)
     except AssertionError:
         raise AssertionError(f"panels without data: {json.dumps(pending, indent=1)}") from None
     for panel, reason in EMPTY_BY_DESIGN.items():
@@ -274,7 +257,7 @@ def test_every_panel_query_returns_data(stack: Stack) -> None:
 
 
 def test_failed_exports_alert_fires_only_after_failures(stack: Stack) -> None:
-    _eventually("vms_up", lambda: stack.query('vms_up{target="main"} == 1'))
+    eventually("vms_up", lambda: stack.query('vms_up{target="main"} == 1'))
     time.sleep(3)  # a few evaluations on a healthy system
     assert "VmsDownloadsExportFailed" not in stack.alerts()
     request = urllib.request.Request(  # noqa: S310 (loopback)
@@ -285,7 +268,7 @@ def test_failed_exports_alert_fires_only_after_failures(stack: Stack) -> None:
     )
     with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
         assert response.status == 200
-    state = _eventually(
+    state = eventually(
         "VmsDownloadsExportFailed pending or firing",
         lambda: stack.alerts().get("VmsDownloadsExportFailed"),
     )
@@ -312,7 +295,7 @@ def test_failed_exports_alert_fires_only_after_failures(stack: Stack) -> None:
 def test_a_failed_export_is_named_by_its_exemplar(stack: Stack) -> None:
     """Runs after the alert test, which made new exports fail."""
     expr = 'vms_downloads_finished_total{target="main",status="failed"}'
-    found = _eventually(
+    found = eventually(
         "an exemplar on the failed-exports counter",
         lambda: [e for series in stack.exemplars(expr) for e in series["exemplars"]],
     )

@@ -15,27 +15,24 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import pytest
 
 from tests.certs import REFUSED, Pki, bcrypt_hash, make_pki, outcome
-from tests.processes import binary, free_port
+from tests.processes import binary, eventually, free_port
 
 pytestmark = pytest.mark.e2e
 
 USER, PASSWORD = "prometheus", "correct horse battery staple"
 JOB, WRONG_JOB = "vms-downloads-exporter", "wrong-password"
-WAIT = 60.0
-T = TypeVar("T")
 
 
 @dataclass
@@ -55,20 +52,6 @@ class Servers:
         context = self.pki.client_context(client=self.pki)
         with urllib.request.urlopen(request, timeout=5, context=context) as response:  # noqa: S310
             return json.loads(response.read())
-
-
-def _eventually(what: str, probe: Callable[[], T | None], deadline: float = WAIT) -> T:
-    until = time.monotonic() + deadline
-    last: Exception | None = None
-    while time.monotonic() < until:
-        try:
-            result = probe()
-            if result:
-                return result
-        except OSError as exc:
-            last = exc
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not within {deadline:.0f}s (last error: {last})")
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -140,7 +123,7 @@ def _pair(
         ),
     ]
     try:
-        _eventually("both listening", lambda: _listening(exporter_port) and _listening(prom_port))
+        eventually("both listening", lambda: _listening(exporter_port) and _listening(prom_port))
         yield f"https://127.0.0.1:{prom_port}", f"https://127.0.0.1:{exporter_port}"
     finally:
         for proc in processes:
@@ -175,7 +158,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
 
     with _pair(work, web_config, scrape) as (prometheus, exporter):
         servers = Servers(pki, other, web_config, prometheus, exporter)
-        _eventually("Prometheus ready", lambda: servers.api("/api/v1/status/buildinfo"))
+        eventually("Prometheus ready", lambda: servers.api("/api/v1/status/buildinfo"))
         yield servers
 
 
@@ -196,7 +179,7 @@ def test_prometheus_scrapes_the_exporter_over_https_with_basic_auth(servers: Ser
         done = len(by_job) == 2 and all(t["health"] != "unknown" for t in by_job.values())
         return by_job if done else None
 
-    by_job = _eventually("both jobs scraped", targets)
+    by_job = eventually("both jobs scraped", targets)
     assert by_job[JOB]["health"] == "up", by_job[JOB]["lastError"]
     assert by_job[WRONG_JOB]["health"] == "down"
     assert "401" in by_job[WRONG_JOB]["lastError"]
@@ -283,7 +266,7 @@ def test_a_user_added_to_the_file_works_on_both_without_restart(servers: Servers
     def accepted() -> bool:
         return asyncio.run(outcome(servers.exporter + "/metrics", good, added)) == 200
 
-    _eventually("the new user accepted by the exporter", accepted, deadline=10)
+    eventually("the new user accepted by the exporter", accepted, deadline=10)
     assert asyncio.run(outcome(servers.prometheus + "/metrics", good, added)) == 200
     assert asyncio.run(outcome(servers.exporter + "/metrics", good, (USER, PASSWORD))) == 200
 
