@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from exporter.vms.models import Download
 
@@ -94,3 +95,17 @@ def page(
             "total": len(items) if total is None else total,
         },
     }
+
+
+R = TypeVar("R")
+
+
+def run_counting_pauses(steps: Generator[object, None, R]) -> tuple[R, int]:
+    """Drive a stepwise form to its end: its result and how often it paused."""
+    pauses = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value, pauses
+        pauses += 1

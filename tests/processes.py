@@ -8,6 +8,7 @@ import resource
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -112,3 +113,15 @@ def eventually(what: str, probe: Callable[[], T | None], deadline: float = 60.0)
             last = exc
         time.sleep(0.5)
     raise AssertionError(f"{what}: not within {deadline:.0f}s (last error: {last})")
+
+
+def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every process, then wait for each (SIGKILL after 10 s)."""
+    for proc in processes:
+        proc.terminate()
+    for proc in processes:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -12,7 +12,7 @@ from exporter.core import (
     run_steps,
 )
 from exporter.vms.models import Download
-from tests.builders import T0, rec
+from tests.builders import T0, rec, run_counting_pauses
 
 HOUR = 3600.0
 LOOKBACK = 24 * HOUR
@@ -232,14 +232,7 @@ def test_stepwise_forms_pause_and_agree_with_the_one_shot_forms() -> None:
     memory, _ = poll(None, first, T0)
     kwargs = {"poll_started": T0 + 60, "window_start": T0 - LOOKBACK, "seen_at": T0 + 65}
     steps = reconcile_steps(memory, later, **kwargs)
-    pauses = 0
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            stepped = done.value
-            break
-        pauses += 1
+    stepped, pauses = run_counting_pauses(steps)
     assert pauses >= 3
     once = reconcile(memory, later, **kwargs)
     assert (stepped.events, stepped.memory, stepped.current) == (

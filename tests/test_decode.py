@@ -13,7 +13,7 @@ from exporter.core import run_steps
 from exporter.vms.decode import LARGE_PAGE, decode_page, decode_page_steps
 from exporter.vms.errors import InvalidResponse
 from exporter.vms.models import DetailedDownload, Download, InvalidItem, parse_download
-from tests.builders import T0, item, page
+from tests.builders import T0, item, page, run_counting_pauses
 
 
 def body_of(items: list[Any], **meta: Any) -> bytes:
@@ -183,14 +183,7 @@ def test_a_large_page_decodes_in_steps_to_the_same_result() -> None:
     body = body_of(items, total=3000)
     assert len(body) > LARGE_PAGE
     steps = decode_page_steps(body)
-    pauses = 0
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            stepped = done.value
-            break
-        pauses += 1
+    stepped, pauses = run_counting_pauses(steps)
     assert pauses >= 3
     once = decode_page(body)
     assert stepped.downloads == once.downloads

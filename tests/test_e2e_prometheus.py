@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.processes import binary, eventually, free_port
+from tests.processes import binary, eventually, free_port, stop_all
 from tests.promql_names import ALERTS_PATH, panel_queries
 
 pytestmark = pytest.mark.e2e
@@ -181,14 +181,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         yield stack
     finally:
-        for proc in processes:
-            proc.terminate()
-        for proc in processes:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all(processes)
 
 
 def test_prometheus_scrapes_the_exporter(stack: Stack) -> None:

@@ -27,7 +27,7 @@ import aiohttp
 import pytest
 
 from tests.certs import REFUSED, Pki, bcrypt_hash, make_pki, outcome
-from tests.processes import binary, eventually, free_port
+from tests.processes import binary, eventually, free_port, stop_all
 
 pytestmark = pytest.mark.e2e
 
@@ -126,14 +126,7 @@ def _pair(
         eventually("both listening", lambda: _listening(exporter_port) and _listening(prom_port))
         yield f"https://127.0.0.1:{prom_port}", f"https://127.0.0.1:{exporter_port}"
     finally:
-        for proc in processes:
-            proc.terminate()
-        for proc in processes:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all(processes)
 
 
 @pytest.fixture(scope="module")
