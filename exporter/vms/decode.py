@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -27,7 +27,6 @@ from exporter.vms.models import (
     InvalidItem,
     normalize_id,
     parse_download,
-    parse_timestamp,
     status_label,
     with_details,
 )
@@ -42,7 +41,6 @@ _DIGITS = re.compile(rb"[0-9]{1,100}")
 # in a page too deep or too odd for a decoder, without recursion.
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},:]')
 _NULL = msgspec.Raw(b"null")
-_fromisoformat = datetime.fromisoformat
 _STATUSES = {"in progress": IN_PROGRESS, "in_progress": IN_PROGRESS}
 _STATUSES.update({s: s for s in TERMINAL_STATUSES})
 _STREAM_TYPES = {"high": "high", "low": "low"}
@@ -61,8 +59,8 @@ class _Item(msgspec.Struct):
     """The used fields of an ordinary item; anything else about it fails the typed decode."""
 
     id: int | str | None = None
-    created_at: str | None = None
-    updated_at: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
     status: str | None = None
     is_file_exists: bool | None = None
     stream: _Stream | None = None
@@ -244,14 +242,16 @@ def _from_typed(item: _Item) -> Download:
     )
 
 
-def _timestamp(value: str | None) -> float | None:
-    """As :func:`parse_timestamp`, the API's own form (``…Z``) inline."""
-    if value is not None and value[-1:] == "Z":
-        try:
-            return _fromisoformat(value).timestamp()
-        except (ValueError, OverflowError):
-            return None
-    return parse_timestamp(value)
+def _timestamp(value: datetime | None) -> float | None:
+    """Epoch seconds of a time msgspec parsed (RFC 3339); naive means UTC, as parse_timestamp."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    try:
+        return value.timestamp()
+    except (ValueError, OverflowError):
+        return None
 
 
 def _stream_type(kind: str | None) -> str:
