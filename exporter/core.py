@@ -274,13 +274,18 @@ def reconcile_steps(
         current.append(item)
 
     yield
-    for index, ident in enumerate(old.keys() - records.keys()):  # held, but not in this poll
-        if not (index + 1) % STEP:
-            yield
-        held = old[ident]
-        if held.created_at < window_start:
-            if held.status == IN_PROGRESS:
-                events.aged_out_in_progress += 1
-            continue
-        records[ident] = held
+    # Held, but not in this poll: a scan in steps (a set difference of two whole windows
+    # would hold the loop for tens of milliseconds).
+    held_ids = iter(old)
+    while chunk_ids := list(islice(held_ids, STEP)):
+        for ident in chunk_ids:
+            if ident in records:
+                continue
+            held = old[ident]
+            if held.created_at < window_start:
+                if held.status == IN_PROGRESS:
+                    events.aged_out_in_progress += 1
+                continue
+            records[ident] = held
+        yield
     return Reconciled(Memory(records, poll_started), events, current)

@@ -214,9 +214,12 @@ def _from_typed(item: _Item) -> Download:
     ident = str(ident) if type(ident) is int else normalize_id(ident)
     if ident is None:
         raise InvalidItem("no_id")
-    created = _timestamp(item.created_at)
-    if created is None:
+    created_at = item.created_at
+    if created_at is None:
         raise InvalidItem("bad_created_at")
+    if created_at.tzinfo is None:  # naive means UTC
+        created_at = created_at.replace(tzinfo=UTC)
+    created = created_at.timestamp()
     status = _STATUSES.get(item.status) or status_label(item.status)  # type: ignore[arg-type]
     stream = item.stream
     camera: str | None = None
@@ -243,15 +246,12 @@ def _from_typed(item: _Item) -> Download:
 
 
 def _timestamp(value: datetime | None) -> float | None:
-    """Epoch seconds of a time msgspec parsed (RFC 3339); naive means UTC, as parse_timestamp."""
+    """Epoch seconds of a time msgspec parsed (RFC 3339); naive means UTC, as parse_timestamp.
+
+    An aware time never overflows here: Python subtracts the epoch without building a date."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    try:
-        return value.timestamp()
-    except (ValueError, OverflowError):
-        return None
+    return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).timestamp()
 
 
 def _stream_type(kind: str | None) -> str:
