@@ -14,8 +14,6 @@ import html
 from importlib import resources
 from pathlib import Path
 
-import markdown
-
 from exporter import __version__
 
 _CHECKOUT_COPY = Path(__file__).resolve().parents[1] / "docs" / "runbook.md"
@@ -30,7 +28,9 @@ def source() -> str:
 
 @functools.cache
 def page() -> str:
-    """The whole HTML page, rendered once per process."""
+    """The whole HTML page, rendered once per process (Python-Markdown imported only then)."""
+    import markdown
+
     body = markdown.markdown(source(), extensions=["toc", "fenced_code", "tables"])
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
