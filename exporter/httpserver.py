@@ -11,8 +11,8 @@
   descriptors that polls need.
 - At most ``MAX_ACTIVE_REQUESTS`` requests are handled at once (``/-/healthy``
   is never held back), and ``/metrics`` is rendered (and compressed) at most
-  once per ``CACHE_MAX_AGE`` per kind of answer (:class:`ExpositionCache`): a
-  storm of scrapes costs the event loop next to nothing, so polls go on.
+  once per ``CACHE_MAX_AGE`` per kind of answer (:class:`ExpositionCache`), in a
+  worker thread: a storm of scrapes costs the event loop next to nothing, so polls go on.
 - Malformed requests and dropped clients are logged at debug; an unexpected
   handler error with its traceback at most once a minute.
 """
@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import itertools
 import logging
 import resource
 import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Callable, MutableMapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -234,27 +235,40 @@ class ConnectionGuard:
                 connection.request_finished()
 
 
+class _Rendered(NamedTuple):
+    at: float
+    """time.monotonic() when the render started."""
+    ticket: int
+    """The render's place in the order of arrivals and render starts."""
+    version: object
+    body: bytes
+    headers: dict[str, str]
+
+
 class ExpositionCache:
     """Scrapes within ``max_age`` of one another share one rendered, compressed answer.
 
     The data changes only when a poll ends, so an answer up to ``max_age`` old
     is as good as a fresh one; concurrent scrapes of one kind wait for a single
-    render instead of each rendering. Innermost middleware: authentication
-    (added by ``create_app``) runs before it.
+    render instead of each rendering, and a scrape that waited takes any render
+    that started after it arrived, even if a poll ended meanwhile (with many
+    targets polls end every fraction of a second: re-rendering for each queued
+    scrape would stack renders). Compression runs in a worker thread. Innermost
+    middleware: authentication (added by ``create_app``) runs before it.
     """
 
     def __init__(self, max_age: float = CACHE_MAX_AGE) -> None:
         self._max_age = max_age
-        self._entries: dict[
-            tuple[str, str, str, bool], tuple[float, object, bytes, dict[str, str]]
-        ] = {}
+        self._entries: dict[tuple[str, str, str, bool], _Rendered] = {}
         self._locks: dict[tuple[str, str, str, bool], asyncio.Lock] = {}
+        self._tickets = itertools.count()
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         version = request.app.get(EXPOSITION_VERSION)
         if request.method != "GET" or request.path not in CACHED_PATHS or version is None:
             return await handler(request)
+        arrived = next(self._tickets)
         gzip_ok = "gzip" in request.headers.get("Accept-Encoding", "").lower()
         key = (request.path, request.query_string, request.headers.get("Accept", ""), gzip_ok)
         if key not in self._locks and len(self._locks) >= CACHE_MAX_KINDS:
@@ -263,18 +277,22 @@ class ExpositionCache:
         async with self._locks.setdefault(key, asyncio.Lock()):
             entry = self._entries.get(key)
             now, current = time.monotonic(), version()
-            if entry is None or now - entry[0] > self._max_age or entry[1] != current:
+            if entry is None or (
+                entry.ticket < arrived
+                and (now - entry.at > self._max_age or entry.version != current)
+            ):
+                ticket = next(self._tickets)
                 response = await handler(request)
                 if not isinstance(response, web.Response) or response.status != 200:
                     return response
                 body = response.body if isinstance(response.body, bytes) else b""
                 headers = {"Content-Type": response.headers.get("Content-Type", "text/plain")}
                 if gzip_ok:
-                    body = gzip.compress(body, compresslevel=6)
+                    body = await asyncio.to_thread(gzip.compress, body, compresslevel=6)
                     headers["Content-Encoding"] = "gzip"
-                entry = (now, current, body, headers)
+                entry = _Rendered(now, ticket, current, body, headers)
                 self._entries[key] = entry
-        return web.Response(body=entry[2], headers={**entry[3], "Vary": "Accept-Encoding"})
+        return web.Response(body=entry.body, headers={**entry.headers, "Vary": "Accept-Encoding"})
 
 
 class GuardedSite(web.TCPSite):

@@ -6,6 +6,7 @@ Values are produced by the background poller; a scrape only reads memory.
 from __future__ import annotations
 
 import platform
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ POLL_REQUESTS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 1
 POLL_MODES = ("full", "incremental")
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _TargetWindow:
     snapshot: Snapshot | None = None
     last_success: float | None = None
@@ -114,6 +115,9 @@ class ExporterMetrics:
         self.max_staleness = max_staleness
         self._clock = clock
         self._windows: dict[str, _TargetWindow] = {}
+        self._windows_lock = threading.Lock()
+        """/metrics renders in a worker thread: it copies ``_windows`` under this lock, and the
+        loop replaces a target's window whole, so a render sees each window consistent."""
         self.version = 0
         """Changes whenever a poll ends or targets change (what /metrics caching keys on)."""
         self.registry = CollectorRegistry(auto_describe=True)
@@ -233,7 +237,8 @@ class ExporterMetrics:
     def add_target(self, target: str, lookback: float, interval: float) -> None:
         """Create every label set of the target at 0, so increase() sees the first event."""
         self.version += 1
-        self._windows[target] = _TargetWindow()
+        with self._windows_lock:
+            self._windows[target] = _TargetWindow()
         for stream_type in STREAM_TYPES:
             self.created.labels(target, stream_type)
         for status in TERMINAL_STATUSES:
@@ -257,7 +262,8 @@ class ExporterMetrics:
     def remove_target(self, target: str) -> None:
         """Drop every series of a target that left the configuration (a reload)."""
         self.version += 1
-        self._windows.pop(target, None)
+        with self._windows_lock:
+            self._windows.pop(target, None)
         for metric in vars(self).values():
             if isinstance(metric, Counter | Gauge | Histogram) and "target" in metric._labelnames:
                 metric.remove_by_labels({"target": target})
@@ -273,7 +279,9 @@ class ExporterMetrics:
     def fresh_snapshots(self) -> Iterator[tuple[str, Snapshot]]:
         """Snapshots whose last successful poll is within ``max_staleness``."""
         now = self._clock()
-        for target, window in sorted(self._windows.items()):
+        with self._windows_lock:
+            windows = list(self._windows.items())
+        for target, window in sorted(windows):
             if window.snapshot is None or window.last_success is None:
                 continue
             if now - window.last_success > self.max_staleness:
@@ -297,9 +305,10 @@ class ExporterMetrics:
         requests: int = 0,
     ) -> None:
         self.version += 1
-        window = self._windows[target]
-        window.snapshot = snapshot
-        window.last_success = finished_at
+        with self._windows_lock:
+            if target not in self._windows:  # removed meanwhile (a reload): it stays removed
+                raise KeyError(target)
+            self._windows[target] = _TargetWindow(snapshot, finished_at)
         for stream_type, count in events.created.items():
             self.created.labels(target, stream_type).inc(count)
         for status, count in events.finished.items():

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from prometheus_client.aiohttp import make_aiohttp_handler
 
 from exporter import __version__, runbook
+from exporter.exposition import metrics_handler
 from exporter.httpserver import EXPOSITION_VERSION, start_guarded
 from exporter.metrics import ExporterMetrics
 from exporter.poller import TargetPoller
@@ -41,8 +41,8 @@ def create_app(
     """
     app = web.Application(middlewares=[security_middleware(web_config)] if web_config else [])
     app[EXPOSITION_VERSION] = metrics.exposition_version  # /metrics answers shared until it changes
-    # prometheus-client's handler: content negotiation (OpenMetrics) and aiohttp's gzip.
-    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
+    # prometheus-client's negotiation (OpenMetrics) and output, rendered faster, off the loop.
+    app.router.add_get("/metrics", metrics_handler(metrics.registry))
     app.router.add_get("/-/healthy", _healthy)
     app.router.add_get("/-/ready", _ready_handler(pollers))
     app.router.add_get("/", _landing_handler(pollers, external_url))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from exporter.vms.models import Download
+from exporter.core import Events, aggregate
+from exporter.metrics import ExporterMetrics
+from exporter.vms.models import FILE_EXISTS, STREAM_TYPES, TERMINAL_STATUSES, Download
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC).timestamp()
 
@@ -109,3 +111,53 @@ def run_counting_pauses(steps: Generator[object, None, R]) -> tuple[R, int]:
         except StopIteration as done:
             return done.value, pauses
         pauses += 1
+
+
+def busy_metrics(
+    targets: int,
+    downloads: int = 2000,
+    *,
+    per_camera: bool = False,
+    names: Sequence[str] | None = None,
+    cameras: Sequence[str | None] = ("1", "2", "3", None),
+) -> ExporterMetrics:
+    """Metrics after one successful poll of each target: window gauges, events with exemplars.
+
+    ``names`` (default ``t000``...) and ``cameras`` let a test put odd label values in.
+    """
+    metrics = ExporterMetrics(per_camera=per_camera, clock=lambda: T0 + 60, process_metrics=False)
+    statuses = ("in_progress", "completed", "failed", "completed")
+    for number, name in enumerate(names or [f"t{i:03d}" for i in range(targets)]):
+        metrics.add_target(name, 86400, 60)
+        records = [
+            rec(
+                f"{number}-{i}",
+                statuses[i % len(statuses)],
+                created=T0 - 10 * i,
+                updated=T0 - 10 * i + 7 * (i % 5000),
+                stream=STREAM_TYPES[i % len(STREAM_TYPES)],
+                exists=FILE_EXISTS[i % len(FILE_EXISTS)],
+                camera=cameras[i % len(cameras)],
+            )
+            for i in range(downloads)
+        ]
+        events = Events()
+        for record in records:
+            events.created[record.stream_type] += 1
+            if record.status in TERMINAL_STATUSES:
+                events.finished[record.status] += 1
+                events.latest_finished[record.status] = record
+                seconds = (record.updated_at or T0) - record.created_at
+                events.durations.append((record.status, seconds, record))
+        events.file_removed_ages.extend([3600.0, 90000.0])
+        metrics.poll_succeeded(
+            name,
+            snapshot=aggregate(records, per_camera=per_camera),
+            events=events,
+            duration=0.25 + number % 7,
+            finished_at=T0 + 30,
+            reported_total=downloads,
+            invalid={"no_id": number % 3},
+            requests=1 + downloads // 100,
+        )
+    return metrics
