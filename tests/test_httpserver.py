@@ -12,8 +12,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from exporter.httpserver import ConnectionGuard, connection_cap, start_guarded
+from exporter.httpserver import (
+    EXPOSITION_VERSION,
+    ConnectionGuard,
+    connection_cap,
+    start_guarded,
+)
 from tests.exporter_harness import exporter_on_simulator
 from tests.processes import exporter_process, free_port, stop, wait_for
 from vms_simulator import SimulatorConfig, start_simulator
@@ -208,3 +214,49 @@ def test_the_cap_stays_below_the_descriptor_limit() -> None:
     assert connection_cap(128) == 32
     assert connection_cap(20) == 4
     assert connection_cap() <= 256
+
+
+async def test_scrapes_queued_behind_a_render_share_the_next_one_even_as_polls_end() -> None:
+    """With many targets a poll ends during every render: each queued scrape must not re-render."""
+    version, renders, arrivals = 0, 0, 0
+    rendering, all_arrived, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    @web.middleware
+    async def count_arrivals(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal arrivals
+        arrivals += 1
+        if arrivals == 4:
+            all_arrived.set()
+        return await handler(request)
+
+    async def metrics(request: web.Request) -> web.Response:
+        nonlocal version, renders
+        renders += 1
+        version += 1  # a poll ended while this render ran
+        rendering.set()
+        await release.wait()
+        return web.Response(text=f"render {renders}\n")
+
+    app = web.Application(middlewares=[count_arrivals])
+    app[EXPOSITION_VERSION] = lambda: version
+    app.router.add_get("/metrics", metrics)
+    runner, _ = await start_guarded(app, "127.0.0.1", 0, shutdown_timeout=0.5)
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/metrics"
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def scrape() -> str:
+                async with session.get(url) as response:
+                    assert response.status == 200
+                    return await response.text()
+
+            first = asyncio.create_task(scrape())
+            await asyncio.wait_for(rendering.wait(), 5)
+            queued = [asyncio.create_task(scrape()) for _ in range(3)]
+            await asyncio.wait_for(all_arrived.wait(), 5)
+            release.set()
+            answers = await asyncio.gather(first, *queued)
+    finally:
+        await runner.cleanup()
+    assert answers == ["render 1\n"] + ["render 2\n"] * 3
+    assert renders == 2
