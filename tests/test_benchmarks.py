@@ -36,3 +36,9 @@ def test_the_many_targets_benchmark_finds_every_poll_correct() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "every poll succeeded within its timeout" in done.stdout
+
+
+def test_the_exposition_benchmark_finds_our_renderer_identical() -> None:
+    done = run("exposition_bench.py", "--targets", "1", "3", "--downloads", "50", "--rounds", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "identical to prometheus-client" in done.stdout
