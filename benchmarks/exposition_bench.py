@@ -10,13 +10,16 @@ Prometheus text format (0.0.4) and OpenMetrics (1.0.0), prometheus-client's
 ``generate_latest`` vs ``exporter.exposition.Renderer`` (whose prefix memo is
 warm after the first scrape, as in production). Prints the median CPU ms per
 exposition, which includes collecting the registry (``collect`` alone is shown
-too). Every render is checked byte for byte against prometheus-client's; exits
-1 when one differs.
+too), then serves it both ways (prometheus-client's aiohttp handler, rendering on
+the event loop; the exporter's app, rendering in a thread) and prints the slowest
+``/-/healthy`` answer while a scrape renders. Every render is checked byte for
+byte against prometheus-client's; exits 1 when one differs.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import sys
 import time
@@ -25,11 +28,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import aiohttp
+from aiohttp import web
 from prometheus_client import generate_latest
+from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import Collector
 
 from exporter.exposition import Renderer
+from exporter.httpserver import EXPOSITION_VERSION
+from exporter.metrics import ExporterMetrics
+from exporter.web import create_app, start_server
 from tests.builders import busy_metrics
 
 
@@ -66,6 +75,49 @@ def bench(targets: int, downloads: int, rounds: int) -> bool:
     return identical
 
 
+async def worst_health(app: web.Application, metrics: ExporterMetrics, rounds: int) -> float:
+    """Median over ``rounds`` scrapes of the slowest /-/healthy answered while one ran (ms)."""
+    runner, addresses = await start_server(app, "127.0.0.1", 0)
+    base = f"http://{addresses[0]}"
+    worst: list[float] = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(rounds):
+                metrics.version += 1  # new data: the scrape renders
+                async with session.get(base + "/metrics") as response:
+                    scrape = asyncio.create_task(response.read())
+                    slowest = 0.0
+                    while not scrape.done():
+                        started = time.perf_counter()
+                        async with session.get(base + "/-/healthy") as health:
+                            await health.read()
+                        slowest = max(slowest, time.perf_counter() - started)
+                    await scrape
+                worst.append(slowest * 1000)
+    finally:
+        await runner.cleanup()
+    return statistics.median(worst)
+
+
+async def healthy(request: web.Request) -> web.Response:
+    return web.Response(text="Healthy.\n")
+
+
+async def stalls(targets: int, downloads: int, rounds: int) -> None:
+    metrics = busy_metrics(targets, downloads)
+    reference = web.Application()
+    reference[EXPOSITION_VERSION] = metrics.exposition_version
+    reference.router.add_get("/-/healthy", healthy)
+    reference.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
+    before = await worst_health(reference, metrics, rounds)
+    after = await worst_health(create_app(metrics, []), metrics, rounds)
+    print(
+        f"{targets} targets: slowest /-/healthy during a text scrape (median of {rounds}): "
+        f"{before:.0f} ms with prometheus-client's handler on the loop, {after:.0f} ms ours",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--targets", type=int, nargs="+", default=[1, 200])
@@ -80,6 +132,8 @@ def main() -> None:
     identical = True
     for targets in args.targets:
         identical &= bench(targets, args.downloads, args.rounds)
+    for targets in args.targets:
+        asyncio.run(stalls(targets, args.downloads, args.rounds))
     print("identical to prometheus-client" if identical else "DIFFERENT from prometheus-client")
     sys.exit(0 if identical else 1)
 
