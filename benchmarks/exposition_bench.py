@@ -10,16 +10,19 @@ Prometheus text format (0.0.4) and OpenMetrics (1.0.0), prometheus-client's
 ``generate_latest`` vs ``exporter.exposition.Renderer`` (whose prefix memo is
 warm after the first scrape, as in production). Prints the median CPU ms per
 exposition, which includes collecting the registry (``collect`` alone is shown
-too), then serves it both ways (prometheus-client's aiohttp handler, rendering on
-the event loop; the exporter's app, rendering in a thread) and prints the slowest
-``/-/healthy`` answer while a scrape renders. Every render is checked byte for
-byte against prometheus-client's; exits 1 when one differs.
+too). Then a child process serves the registry both ways (prometheus-client's
+aiohttp handler, rendering on the event loop; the exporter's app, rendering in a
+thread), with new data every 20 ms so that every scrape renders, and this one
+prints the slowest ``/-/healthy`` answer while a scrape is in flight. Every
+render is checked byte for byte against prometheus-client's; exits 1 when one
+differs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import time
@@ -37,7 +40,6 @@ from prometheus_client.registry import Collector
 
 from exporter.exposition import Renderer
 from exporter.httpserver import EXPOSITION_VERSION
-from exporter.metrics import ExporterMetrics
 from exporter.web import create_app, start_server
 from tests.builders import busy_metrics
 
@@ -75,49 +77,67 @@ def bench(targets: int, downloads: int, rounds: int) -> bool:
     return identical
 
 
-async def worst_health(app: web.Application, metrics: ExporterMetrics, rounds: int) -> float:
-    """Median over ``rounds`` scrapes of the slowest /-/healthy answered while one ran (ms)."""
-    runner, addresses = await start_server(app, "127.0.0.1", 0)
-    base = f"http://{addresses[0]}"
-    worst: list[float] = []
-    try:
-        async with aiohttp.ClientSession() as session:
-
-            async def scrape() -> None:
-                async with session.get(base + "/metrics") as response:
-                    await response.read()
-
-            for _ in range(rounds):
-                metrics.version += 1  # new data: the scrape renders
-                scraping = asyncio.create_task(scrape())
-                slowest = 0.0
-                while not scraping.done():
-                    started = time.perf_counter()
-                    async with session.get(base + "/-/healthy") as health:
-                        await health.read()
-                    slowest = max(slowest, time.perf_counter() - started)
-                await scraping
-                worst.append(slowest * 1000)
-    finally:
-        await runner.cleanup()
-    return statistics.median(worst)
+async def serve_both(targets: int, downloads: int) -> None:
+    """The child: the registry behind prometheus-client's handler and behind ours, on two
+    ports (printed as JSON), with new data every 20 ms so that every scrape renders."""
+    metrics = busy_metrics(targets, downloads)
+    reference = web.Application()
+    reference.router.add_get("/-/healthy", healthy)
+    reference.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
+    reference[EXPOSITION_VERSION] = metrics.exposition_version
+    urls = {}
+    for name, app in (("prometheus-client", reference), ("ours", create_app(metrics, []))):
+        _, addresses = await start_server(app, "127.0.0.1", 0)
+        urls[name] = f"http://{addresses[0]}"
+    print(json.dumps(urls), flush=True)
+    while True:
+        metrics.version += 1
+        await asyncio.sleep(0.02)
 
 
 async def healthy(request: web.Request) -> web.Response:
     return web.Response(text="Healthy.\n")
 
 
+async def slowest_health(session: aiohttp.ClientSession, base: str) -> float:
+    """The slowest /-/healthy answer (ms) while one scrape of /metrics is in flight."""
+
+    async def scrape() -> None:
+        async with session.get(base + "/metrics") as response:
+            await response.read()
+
+    scraping = asyncio.create_task(scrape())
+    slowest = 0.0
+    while not scraping.done():
+        started = time.perf_counter()
+        async with session.get(base + "/-/healthy") as health:
+            await health.read()
+        slowest = max(slowest, time.perf_counter() - started)
+    await scraping
+    return slowest * 1000
+
+
 async def stalls(targets: int, downloads: int, rounds: int) -> None:
-    metrics = busy_metrics(targets, downloads)
-    reference = web.Application()
-    reference[EXPOSITION_VERSION] = metrics.exposition_version
-    reference.router.add_get("/-/healthy", healthy)
-    reference.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
-    before = await worst_health(reference, metrics, rounds)
-    after = await worst_health(create_app(metrics, []), metrics, rounds)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--serve", str(targets), str(downloads),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None
+        urls: dict[str, str] = json.loads(await asyncio.wait_for(child.stdout.readline(), 300))
+        worst: dict[str, list[float]] = {name: [] for name in urls}
+        async with aiohttp.ClientSession() as session:
+            for _ in range(rounds):
+                for name, base in urls.items():
+                    worst[name].append(await slowest_health(session, base))
+    finally:
+        child.kill()
+        await child.wait()
+    before, after = (statistics.median(worst[name]) for name in urls)
     print(
-        f"{targets} targets: slowest /-/healthy during a text scrape (median of {rounds}): "
-        f"{before:.0f} ms with prometheus-client's handler on the loop, {after:.0f} ms ours",
+        f"{targets} targets: slowest /-/healthy during a scrape (exporter in its own process, "
+        f"median of {rounds}): {before:.0f} ms with prometheus-client's handler on the loop, "
+        f"{after:.0f} ms ours",
         flush=True,
     )
 
@@ -127,7 +147,11 @@ def main() -> None:
     parser.add_argument("--targets", type=int, nargs="+", default=[1, 200])
     parser.add_argument("--downloads", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--serve", type=int, nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        asyncio.run(serve_both(*args.serve))
+        return
     print(f"{args.downloads} downloads per target, median CPU ms of {args.rounds} rounds")
     print(
         "| targets | format | lines | MB | prometheus-client ms | ours ms | speed-up | collect ms |"
