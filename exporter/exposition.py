@@ -33,9 +33,9 @@ from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString, parse_version
 from prometheus_client.validation import _is_valid_legacy_metric_name
 
-MAX_PREFIXES: Final = 100_000
-"""Memoized ``name{labels} `` parts; past it the memo starts over, so a growing label set
-costs speed, never unbounded memory (~250 bytes an entry)."""
+MAX_PREFIXES: Final = 50_000
+"""Memoized ``name{labels} `` parts (~500 bytes each with its key; 200 targets need ~28,000);
+past it the memo starts over, so a growing label set costs speed, never unbounded memory."""
 
 Encoder = Callable[[Collector], bytes]
 _Key = tuple[str, tuple[tuple[str, str], ...]]
