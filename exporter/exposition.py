@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import Final
@@ -111,8 +112,8 @@ class _One:
 class Renderer:
     """Renders any registry in both formats; one instance keeps one memo of sample prefixes.
 
-    Safe to use from several threads at once: the memos are only read, written and
-    cleared key by key, each of which is atomic under the GIL.
+    Safe to use from several threads at once: a hit is one ``dict.get`` (atomic under
+    the GIL); misses, rare once the memo is warm, change the memos under a lock.
     """
 
     def __init__(self, max_prefixes: int = MAX_PREFIXES) -> None:
@@ -121,6 +122,7 @@ class Renderer:
         """Prefixes of plain names: the same in both formats under underscores/allow-utf-8."""
         self._dialects: dict[tuple[str, str], dict[_Key, str]] = {}
         """(format, escaping) → prefixes of every other case."""
+        self._lock = threading.Lock()
 
     @property
     def prefixes(self) -> int:
@@ -228,7 +230,8 @@ class Renderer:
     def _memo(self, form: str, escaping: str) -> tuple[dict[_Key, str], Callable[[_Key], str]]:
         """The memo to look a sample's prefix up in, and what computes (and keeps) a miss."""
         plain_ok = escaping in _PLAIN_ESCAPINGS
-        dialect = self._dialects.setdefault((form, escaping), {})
+        with self._lock:
+            dialect = self._dialects.setdefault((form, escaping), {})
         slow = _text_prefix if form == "text" else _om_prefix
         limit = self._max
 
@@ -240,11 +243,12 @@ class Renderer:
                 memo = self._plain
             else:
                 found, memo = slow(*key, escaping), dialect
-            if self.prefixes >= limit:
-                self._plain.clear()
-                for each in self._dialects.values():
-                    each.clear()
-            memo[key] = found
+            with self._lock:
+                if self.prefixes >= limit:
+                    self._plain.clear()
+                    for each in self._dialects.values():
+                        each.clear()
+                memo[key] = found
             return found
 
         return (self._plain if plain_ok else dialect), miss

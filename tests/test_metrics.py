@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import threading
 
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
@@ -12,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import __version__
 from exporter.core import Events, aggregate
+from exporter.exposition import Renderer
 from exporter.logs import JsonFormatter, LogfmtFormatter
 from exporter.metrics import ExporterMetrics
 from exporter.vms.errors import POLL_RESULTS
@@ -264,3 +266,46 @@ def test_logfmt_and_json_lines() -> None:
     parsed = json.loads(JsonFormatter().format(_record(target="main", result="timeout")))
     assert parsed["level"] == "warn" and parsed["target"] == "main"
     assert parsed["result"] == "timeout" and parsed["msg"] == "poll failed"
+
+
+def test_renders_in_a_thread_while_polls_end_and_targets_come_and_go() -> None:
+    """/metrics renders in a worker thread while the loop changes the metrics."""
+    m = ExporterMetrics(per_camera=True, clock=lambda: T0 + 60, process_metrics=False)
+    snapshot = aggregate([rec(i, camera=str(i)) for i in range(50)], per_camera=True)
+    stop, renderer = threading.Event(), Renderer()
+    errors: list[Exception] = []
+    renders = 0
+
+    def render() -> None:
+        nonlocal renders
+        while not stop.is_set():
+            try:
+                text = renderer.text(m.registry).decode()
+                assert list(text_string_to_metric_families(text))
+                renders += 1
+            except Exception as error:
+                errors.append(error)
+                return
+
+    worker = threading.Thread(target=render)
+    worker.start()
+    try:
+        for cycle in range(300):
+            name = f"t{cycle % 7}"
+            m.add_target(name, 3600, 60)
+            m.poll_succeeded(
+                name,
+                snapshot=snapshot,
+                events=Events(),
+                duration=1,
+                finished_at=T0 + 30,
+                reported_total=50,
+                invalid={},
+            )
+            if cycle % 3 == 0:
+                m.remove_target(name)
+    finally:
+        stop.set()
+        worker.join(30)
+    assert not errors
+    assert renders > 0
