@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import math
@@ -139,6 +140,7 @@ async def exporter(url: str, concurrency: int, per_page: int, polls: int) -> dic
     metrics = ExporterMetrics()
     poller = TargetPoller("bench", target, settings, metrics)
     runner, addresses = await start_server(create_app(metrics, [poller]), "127.0.0.1", 0)
+    gc.freeze()  # as serve() does once started
     print(json.dumps({"metrics": f"http://{addresses[0]}/metrics"}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # scraper ready
 

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import re
 import signal
@@ -231,6 +232,9 @@ async def serve(
     if announce is not None:
         announce(addresses)
     service.start()
+    # What start-up built (modules, settings, metrics) lives as long as the process: kept out
+    # of the garbage collector's full passes, which then walk only what polls keep.
+    gc.freeze()
     if web_config is not None:
         service.supervise(asyncio.create_task(web_config.watch(), name="web-config-watch"))
     await stop.wait()
