@@ -16,8 +16,10 @@ renders in a worker thread, so the event loop keeps serving polls and
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import Final
@@ -34,6 +36,9 @@ from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString, parse_version
 from prometheus_client.validation import _is_valid_legacy_metric_name
 
+INLINE_RENDER: Final = 0.005
+"""Seconds: a /metrics render that took less last time runs on the loop (one target's
+takes ~1 ms); a larger one (many targets) runs in a worker thread."""
 MAX_PREFIXES: Final = 50_000
 """Memoized ``name{labels} `` parts (~500 bytes each with its key; 200 targets need ~28,000);
 past it the memo starts over, so a growing label set costs speed, never unbounded memory."""
@@ -256,14 +261,28 @@ class Renderer:
 
 def metrics_handler(registry: CollectorRegistry, renderer: Renderer | None = None) -> Handler:
     """``/metrics`` as prometheus-client's aiohttp handler answers it (negotiation,
-    ``name[]``, aiohttp's compression), rendered in a worker thread."""
+    ``name[]``, aiohttp's compression), rendered in a worker thread unless the last
+    render took under :data:`INLINE_RENDER` (handing a small render to a thread costs
+    a scrape more waiting for the GIL, under a busy loop, than the render itself)."""
     render = renderer or Renderer()
+    last_took = math.inf  # the first render goes to a thread: its size is not known yet
+
+    def timed(encode: Encoder, source: Collector) -> bytes:
+        nonlocal last_took
+        began = time.perf_counter()
+        try:
+            return encode(source)
+        finally:
+            last_took = time.perf_counter() - began
 
     async def metrics(request: web.Request) -> web.Response:
         encode, content_type = render.choose(",".join(request.headers.getall(hdrs.ACCEPT, [])))
         names = request.query.getall("name[]", [])
         source: Collector = registry.restricted_registry(names) if names else registry
-        body = await asyncio.to_thread(encode, source)
+        if last_took < INLINE_RENDER:
+            body = timed(encode, source)
+        else:
+            body = await asyncio.to_thread(timed, encode, source)
         response = web.Response(body=body, headers={"Content-Type": content_type})
         response.enable_compression()
         return response

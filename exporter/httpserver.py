@@ -49,6 +49,8 @@ CACHE_MAX_AGE = 1.0
 CACHE_MAX_KINDS = 16
 """Distinct (Accept, encoding, query) answers kept; more (a client varying them) start over."""
 CACHED_PATHS = frozenset({"/metrics"})
+INLINE_GZIP = 256 * 1024
+"""Bytes: a smaller answer is compressed on the loop (~2 ms at most), a larger in a thread."""
 EXPOSITION_VERSION: web.AppKey[Callable[[], object]] = web.AppKey("exposition_version")
 """Set by the app: a number that changes whenever the data behind /metrics does (a poll
 ended); a cached answer is used only while it is unchanged. Without it nothing is cached."""
@@ -288,7 +290,11 @@ class ExpositionCache:
                 body = response.body if isinstance(response.body, bytes) else b""
                 headers = {"Content-Type": response.headers.get("Content-Type", "text/plain")}
                 if gzip_ok:
-                    body = await asyncio.to_thread(gzip.compress, body, compresslevel=6)
+                    body = (
+                        gzip.compress(body, compresslevel=6)
+                        if len(body) < INLINE_GZIP
+                        else await asyncio.to_thread(gzip.compress, body, compresslevel=6)
+                    )
                     headers["Content-Encoding"] = "gzip"
                 entry = _Rendered(now, ticket, current, body, headers)
                 self._entries[key] = entry

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -17,7 +19,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import BucketSpan, Exemplar, NativeHistogram, Timestamp
 
-from exporter.exposition import Renderer
+from exporter.exposition import INLINE_RENDER, Renderer, metrics_handler
 from exporter.metrics import ExporterMetrics
 from exporter.web import create_app, start_server
 from tests.builders import busy_metrics
@@ -269,3 +271,45 @@ async def test_the_loop_answers_health_while_a_scrape_renders(
     finally:
         blocking.release.set()
         await runner.cleanup()
+
+
+class WhereCollected:
+    """A family that notes which thread collected it, taking ``seconds`` to do so."""
+
+    def __init__(self) -> None:
+        self.threads: list[threading.Thread] = []
+        self.seconds = 0.0
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        self.threads.append(threading.current_thread())
+        time.sleep(self.seconds)
+        family = Metric("where", "collected", "gauge")
+        family.add_sample("where", {}, 1.0)
+        yield family
+
+
+async def test_small_renders_run_on_the_loop_and_slow_ones_in_a_thread() -> None:
+    registry = CollectorRegistry()
+    where = WhereCollected()
+    registry.register(where)
+    handler = metrics_handler(registry)
+
+    async def render() -> threading.Thread:
+        response = await handler(make_mocked_request("GET", "/metrics"))
+        assert isinstance(response, web.Response)
+        assert isinstance(response.body, bytes) and b"where 1.0" in response.body
+        return where.threads[-1]
+
+    loop_thread = threading.current_thread()
+    assert await render() is not loop_thread  # the first: its cost is not known yet
+    assert await render() is loop_thread  # the last one took far less than INLINE_RENDER
+    where.seconds = 2 * INLINE_RENDER
+    assert await render() is loop_thread  # it could not be known to be slow
+    assert await render() is not loop_thread  # now it is
+    assert await render() is not loop_thread
+    where.seconds = 0.0
+    assert await render() is not loop_thread  # the slow one before it was in the thread
+    assert await render() is loop_thread
