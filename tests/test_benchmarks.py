@@ -42,3 +42,9 @@ def test_the_exposition_benchmark_finds_our_renderer_identical() -> None:
     done = run("exposition_bench.py", "--targets", "1", "3", "--downloads", "50", "--rounds", "1")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "identical to prometheus-client" in done.stdout
+
+
+def test_the_decode_benchmark_finds_the_decoder_like_the_reference_parser() -> None:
+    done = run("decode_bench.py", "--downloads", "2000", "--runs", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "every page decoded like the reference parser" in done.stdout
