@@ -100,6 +100,15 @@ def _om_prefix(name: str, items: Iterable[tuple[str, str]], escaping: str) -> st
     return f"{labels} "
 
 
+def _prefix(sample: Sample, memo: dict[_Key, str], miss: Callable[[_Key], str]) -> str:
+    """The sample's ``name{labels} `` part, from the memo or computed; native histograms
+    are prometheus-client's to render."""
+    if sample.native_histogram is not None:
+        raise _Fallback
+    key = (sample.name, tuple(sample.labels.items()))
+    return memo.get(key) or miss(key)
+
+
 class _Fallback(Exception):
     """This family is prometheus-client's to render (native histograms)."""
 
@@ -188,11 +197,7 @@ class Renderer:
         suffixes = {metric.name + suffix: suffix for suffix in _TEXT_OM_SUFFIXES}
         memo, miss = self._memo("text", escaping)
         for sample in metric.samples:
-            if sample.native_histogram is not None:
-                raise _Fallback
-            key = (sample.name, tuple(sample.labels.items()))
-            prefix = memo.get(key) or miss(key)
-            line = prefix + _go(sample.value)
+            line = _prefix(sample, memo, miss) + _go(sample.value)
             if sample.timestamp is not None:
                 line += f" {int(float(sample.timestamp) * 1000):d}"
             line += "\n"
@@ -218,11 +223,7 @@ class Renderer:
             lines.append(f"# UNIT {escaped} {metric.unit}\n")
         memo, miss = self._memo("om", escaping)
         for sample in metric.samples:
-            if sample.native_histogram is not None:
-                raise _Fallback
-            key = (sample.name, tuple(sample.labels.items()))
-            prefix = memo.get(key) or miss(key)
-            line = prefix
+            line = _prefix(sample, memo, miss)
             if sample.value is not None:
                 line += _go(sample.value)
             if sample.timestamp is not None:
