@@ -70,11 +70,8 @@ def test_every_label_set_exists_from_the_start() -> None:
     assert not [k for k in samples if k[0].endswith("_created")]
 
 
-def test_histogram_buckets_are_the_contracts() -> None:
-    m = metrics_at([T0])
-    events = Events(
-        durations=[("completed", 45.0, rec(1, "completed")), ("failed", 90000.0, rec(2, "failed"))]
-    )
+def report_events(m: ExporterMetrics, events: Events) -> None:
+    """A poll of target ``a`` that ended at T0 with an empty window and ``events``."""
     m.poll_succeeded(
         "a",
         snapshot=aggregate([]),
@@ -84,6 +81,14 @@ def test_histogram_buckets_are_the_contracts() -> None:
         reported_total=0,
         invalid={},
     )
+
+
+def test_histogram_buckets_are_the_contracts() -> None:
+    m = metrics_at([T0])
+    events = Events(
+        durations=[("completed", 45.0, rec(1, "completed")), ("failed", 90000.0, rec(2, "failed"))]
+    )
+    report_events(m, events)
     samples = parse_metrics(generate_latest(m.registry).decode())
     buckets = sorted(
         float(dict(labels)["le"])
@@ -129,15 +134,7 @@ def test_finishes_carry_exemplars_in_openmetrics_only() -> None:
         latest_finished={"failed": latest},
     )
     events.finished["failed"] += 2
-    m.poll_succeeded(
-        "a",
-        snapshot=aggregate([]),
-        events=events,
-        duration=0.3,
-        finished_at=T0,
-        reported_total=0,
-        invalid={},
-    )
+    report_events(m, events)
     exposition = generate_openmetrics(m.registry).decode()  # type: ignore[no-untyped-call]
     assert parse_exemplars(exposition) == {
         ("vms_downloads_finished_total", frozenset({("target", "a"), ("status", "failed")})): {
